@@ -1,0 +1,28 @@
+"""Batched write-behind counters: Redis deltas, applied to Postgres exactly once.
+
+No Flask or Celery here: pass in a Redis client, a SQLAlchemy engine and a Registry.
+"""
+
+from .buffer import Outcome
+from .counters import DEFAULT_SHARDS, Counters
+from .errors import BufferUnavailable, CounterError, StoreUnavailable, UnknownCounter
+from .flush import FlushSummary, ShardFlush
+from .reconcile import Fix, ReconcileResult, lock_target
+from .registry import Counter, Registry
+
+__all__ = [
+    "DEFAULT_SHARDS",
+    "BufferUnavailable",
+    "Counter",
+    "CounterError",
+    "Counters",
+    "Fix",
+    "FlushSummary",
+    "Outcome",
+    "ReconcileResult",
+    "Registry",
+    "ShardFlush",
+    "StoreUnavailable",
+    "UnknownCounter",
+    "lock_target",
+]

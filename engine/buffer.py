@@ -1,0 +1,199 @@
+"""The Redis side: add deltas, claim a shard's batch, release it, snapshot what is unapplied.
+
+Nothing here talks to Postgres. Every call is one Redis round trip (a script, or a
+pipeline of scripts when several shards are involved).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+
+from .errors import redis_errors
+from .keys import OLDEST_FIELD, Keys, field
+
+# The existence bitmap of a shard addresses at most 2**32 bits (Redis' limit).
+MAX_BIT_OFFSET = 2**32 - 1
+
+
+class Outcome(IntEnum):
+    """What an existence-checked increment did."""
+
+    NOT_LOADED = -1  # the existence index is missing: caller must ask Postgres
+    MISSING = 0  # the row does not exist; nothing was written
+    COUNTED = 1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A shard's batch: ``deltas`` maps Redis field -> delta; immutable until released."""
+
+    shard: int
+    seq: int
+    claimed_ms: int
+    resumed: bool
+    deltas: dict[str, int]
+    oldest_ms: int | None
+
+
+@dataclass(frozen=True)
+class Unapplied:
+    """A snapshot of one shard's deltas that Postgres may not hold yet."""
+
+    pending: dict[str, int]
+    inflight: dict[str, int]
+    inflight_seq: int | None
+    last_seq: int | None
+
+
+def _load(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+def _int(value) -> int:
+    return int(value) if value is not None else 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Buffer:
+    """Sharded delta buffer in Redis (works with ``redis.Redis`` and ``RedisCluster``)."""
+
+    def __init__(self, redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._incr = redis.register_script(_load("incr.lua"))
+        self._claim = redis.register_script(_load("claim.lua"))
+        self._release = redis.register_script(_load("release.lua"))
+        self._read = redis.register_script(_load("read.lua"))
+
+    # -- writing -------------------------------------------------------------
+
+    def _incr_call(self, row_id: int, pairs: Sequence[tuple[str, int]], table: str | None):
+        """Arguments of one incr script call for one row."""
+        shard = self.keys.shard_of(row_id)
+        keys = [self.keys.pending(shard)]
+        if table is not None:
+            keys.append(self.keys.exists(shard, table))
+        args: list = [now_ms(), self.keys.exists_offset(row_id)]
+        for code, n in pairs:
+            args += [field(row_id, code), int(n)]
+        return keys, args
+
+    def add(
+        self, row_id: int, pairs: Sequence[tuple[str, int]], exists_in: str | None = None
+    ) -> Outcome:
+        """Atomically add ``(code, delta)`` pairs for one row; a missing field counts as 0.
+
+        With ``exists_in`` the deltas are added only if the row is marked in that
+        table's existence index, in the same script (one round trip, no key created
+        on a miss).
+        """
+        if exists_in is not None and self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
+            return Outcome.NOT_LOADED
+        keys, args = self._incr_call(row_id, pairs, exists_in)
+        with redis_errors("increment"):
+            return Outcome(self._incr(keys=keys, args=args))
+
+    def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
+        """Add deltas for several rows in one pipelined round trip (no existence check)."""
+        with redis_errors("increment"):
+            pipe = self.redis.pipeline(transaction=False)
+            for row_id, pairs in rows:
+                keys, args = self._incr_call(row_id, pairs, None)
+                self._incr(keys=keys, args=args, client=pipe)
+            pipe.execute()
+
+    # -- flushing ------------------------------------------------------------
+
+    def dirty_shards(self) -> list[int]:
+        """Shards holding a pending or an inflight batch (one pipelined round trip)."""
+        with redis_errors("scan shards"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in range(self.keys.shards):
+                pipe.exists(self.keys.pending(s), self.keys.inflight(s))
+            found = pipe.execute()
+        return [s for s, n in enumerate(found) if n]
+
+    def claim(self, shard: int, fresh_seq: int) -> Claim | None:
+        """Move pending to inflight under ``fresh_seq``, or return the inflight batch as is."""
+        with redis_errors(f"claim shard {shard}"):
+            reply = self._claim(keys=self.keys.shard_keys(shard), args=[fresh_seq, now_ms()])
+        if not reply:
+            return None
+        seq, claimed_ms, resumed, flat = reply
+        deltas: dict[str, int] = {}
+        oldest = None
+        for i in range(0, len(flat), 2):
+            name = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
+            if name == OLDEST_FIELD:
+                oldest = int(flat[i + 1])
+            else:
+                deltas[name] = int(flat[i + 1])
+        return Claim(shard, int(seq), int(claimed_ms), bool(resumed), deltas, oldest)
+
+    def release(self, shard: int, seq: int) -> bool:
+        """Forget a batch that Postgres holds; a no-op unless it is still the inflight one."""
+        keys = [self.keys.inflight(shard), self.keys.batch(shard)]
+        with redis_errors(f"release shard {shard}"):
+            return bool(self._release(keys=keys, args=[seq]))
+
+    # -- reading -------------------------------------------------------------
+
+    def unapplied(self, fields_by_shard: dict[int, list[str]], pipe=None) -> dict[int, Unapplied]:
+        """Atomic per-shard snapshots of pending and inflight deltas, one round trip."""
+        shards = [s for s, f in fields_by_shard.items() if f]
+        own = pipe is None
+        with redis_errors("read deltas"):
+            if own:
+                pipe = self.redis.pipeline(transaction=False)
+            for s in shards:
+                self._read(keys=self.keys.shard_keys(s), args=fields_by_shard[s], client=pipe)
+            if not own:
+                return {}
+            replies = pipe.execute()
+        return self.parse_unapplied(shards, fields_by_shard, replies)
+
+    @staticmethod
+    def parse_unapplied(shards, fields_by_shard, replies) -> dict[int, Unapplied]:
+        out = {}
+        for s, (pending, inflight, iseq, last) in zip(shards, replies, strict=True):
+            names = fields_by_shard[s]
+            out[s] = Unapplied(
+                pending={f: int(v) for f, v in zip(names, pending, strict=True) if v is not None},
+                inflight={f: int(v) for f, v in zip(names, inflight, strict=True) if v is not None},
+                inflight_seq=int(iseq) if iseq is not None else None,
+                last_seq=int(last) if last is not None else None,
+            )
+        return out
+
+    def backlog(self) -> list[dict]:
+        """Per-shard pending/inflight sizes and the age of their oldest delta."""
+        with redis_errors("backlog"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in range(self.keys.shards):
+                pipe.hlen(self.keys.pending(s))
+                pipe.hget(self.keys.pending(s), OLDEST_FIELD)
+                pipe.hlen(self.keys.inflight(s))
+                pipe.hget(self.keys.inflight(s), OLDEST_FIELD)
+                pipe.hget(self.keys.batch(s), "seq")
+            raw = pipe.execute()
+        out = []
+        for s in range(self.keys.shards):
+            plen, pt, ilen, it, seq = raw[s * 5 : s * 5 + 5]
+            oldest = min((int(t) for t in (pt, it) if t is not None), default=None)
+            out.append(
+                {
+                    "shard": s,
+                    "pending": max(plen - 1, 0) if plen else 0,
+                    "inflight": max(ilen - 1, 0) if ilen else 0,
+                    "inflight_seq": _int(seq) or None,
+                    "oldest_ms": oldest,
+                }
+            )
+        return out

@@ -1,0 +1,87 @@
+"""``Counters``: the engine's one entry point, built from clients the caller owns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from .buffer import Buffer, Outcome
+from .exists import Existence
+from .flush import Flusher, FlushSummary, Hook, ShardFlush
+from .keys import Keys
+from .live import LiveReader
+from .reconcile import Reconciler, ReconcileResult
+from .registry import Registry
+
+DEFAULT_SHARDS = 16
+
+
+class Counters:
+    """Batched write-behind counters.
+
+    ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``, ``sql`` a
+    SQLAlchemy engine on Postgres; nothing is created at import time. ``prefix``
+    scopes the Redis keys and the ledger rows, so several apps can share servers.
+    ``hook(stage, shard)`` is called at each flush stage (claimed, applied, committed).
+    """
+
+    def __init__(
+        self,
+        redis,
+        sql: sa.Engine,
+        registry: Registry,
+        *,
+        shards: int = DEFAULT_SHARDS,
+        prefix: str = "ctr",
+        hook: Hook | None = None,
+    ) -> None:
+        self.registry = registry
+        self.keys = Keys(prefix=prefix, shards=shards)
+        self.buffer = Buffer(redis, self.keys)
+        self.existence = Existence(redis, sql, self.keys)
+        self.flusher = Flusher(self.buffer, sql, registry, prefix, hook)
+        self.live = LiveReader(self.buffer, sql, registry, prefix)
+        self.reconciler = Reconciler(self.buffer, sql, registry, prefix)
+
+    def incr(self, name: str, row_id: int, n: int = 1, *, check_exists: bool = False) -> Outcome:
+        """Add ``n`` to a counter in one Redis round trip; Postgres gets it at the next flush.
+
+        With ``check_exists`` nothing is written unless the row is in the existence
+        index (``Outcome.MISSING``); ``Outcome.NOT_LOADED`` means the index is gone and
+        the caller must check Postgres itself.
+        """
+        counter = self.registry.get(name)
+        table = counter.table if check_exists else None
+        return self.buffer.add(row_id, [(counter.code, n)], table)
+
+    def incr_many(self, items: Iterable[tuple[str, int, int]]) -> None:
+        """Add ``(name, id, n)`` deltas in one pipelined round trip, without existence checks."""
+        rows: dict[int, list[tuple[str, int]]] = {}
+        for name, row_id, n in items:
+            rows.setdefault(row_id, []).append((self.registry.get(name).code, n))
+        self.buffer.add_many(rows.items())
+
+    def read(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
+        return self.live.read(table, ids)[1]
+
+    def bump_and_read(self, name: str, row_id: int) -> tuple[Outcome, dict[str, int] | None]:
+        """Count one event on an existing row and return its live counts, including it."""
+        counter = self.registry.get(name)
+        outcome, counts = self.live.read(counter.table, [row_id], bump=counter)
+        return outcome, counts.get(row_id)
+
+    def flush_shard(self, shard: int) -> ShardFlush | None:
+        return self.flusher.flush_shard(shard)
+
+    def flush_all(self) -> FlushSummary:
+        return self.flusher.flush_all()
+
+    def reconcile(
+        self, names: Iterable[str] | None = None, ids: Sequence[int] | None = None
+    ) -> ReconcileResult:
+        return self.reconciler.reconcile(names, ids)
+
+    def backlog(self) -> list[dict]:
+        return self.buffer.backlog()

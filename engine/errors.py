@@ -1,0 +1,43 @@
+"""Every exception the engine raises; driver errors are translated at the boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.exceptions
+import sqlalchemy.exc
+
+
+class CounterError(Exception):
+    """Base class of every engine error."""
+
+
+class UnknownCounter(CounterError, KeyError):
+    """A counter name that is not in the registry."""
+
+
+class BufferUnavailable(CounterError):
+    """Redis (the delta buffer) could not be reached or answered with an error."""
+
+
+class StoreUnavailable(CounterError):
+    """Postgres (the counter store) could not be reached or a statement failed."""
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Re-raise any redis-py error as BufferUnavailable."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise BufferUnavailable(f"{what}: {exc}") from exc
+
+
+@contextmanager
+def sql_errors(what: str) -> Iterator[None]:
+    """Re-raise any SQLAlchemy/DBAPI error as StoreUnavailable."""
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StoreUnavailable(f"{what}: {exc}") from exc

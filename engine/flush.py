@@ -1,0 +1,236 @@
+"""Apply a shard's claimed batch to Postgres exactly once.
+
+Protocol, per shard:
+
+1. ``seq = nextval('counter_batch_seq')`` (Postgres, so seqs survive a Redis reset).
+2. claim (Lua): pending -> inflight under ``seq``, or resume the inflight batch a
+   crashed flush left, under its original seq.
+3. ONE transaction: upsert ``counter_shards.applied_seq = seq`` only where it is
+   below ``seq``; no row back means the batch is already in Postgres, so apply
+   nothing. Otherwise one ``UPDATE ... FROM unnest(...)`` per table, rows locked
+   in id order; rows that no longer exist are dropped and counted.
+4. release (Lua): delete inflight, only if it still carries ``seq``.
+
+Races closed: a worker killed after claim or inside the transaction leaves the
+inflight batch, which the next flush resumes; killed after commit, the next flush
+finds ``applied_seq >= seq`` and only releases. Two flushes of one shard (a
+redelivered task, two beats) both resume the same inflight seq and serialise on
+the ``counter_shards`` row: the second sees its seq applied. A stalled flusher
+that wakes with an old batch after newer ones committed is fenced off the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import sqlalchemy as sa
+
+from .buffer import Buffer, Claim, now_ms
+from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
+from .keys import parse_field
+from .registry import Registry
+from .sqlarrays import int_array
+
+log = logging.getLogger(__name__)
+
+NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
+MARK_APPLIED = sa.text(
+    """INSERT INTO counter_shards (scope, shard, applied_seq) VALUES (:scope, :shard, :seq)
+    ON CONFLICT (scope, shard) DO UPDATE
+        SET applied_seq = EXCLUDED.applied_seq, applied_at = now()
+        WHERE counter_shards.applied_seq < EXCLUDED.applied_seq
+    RETURNING applied_seq"""
+)
+
+Hook = Callable[[str, int], None]  # (stage, shard); stages: claimed, applied, committed
+
+
+@dataclass
+class ShardFlush:
+    shard: int
+    seq: int
+    counters: int = 0
+    rows: int = 0
+    rows_missing: int = 0
+    deltas_dropped: int = 0
+    resumed: bool = False
+    already_applied: bool = False
+    lag_s: float | None = None
+    duration_s: float = 0.0
+    missing: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class FlushSummary:
+    shards: list[ShardFlush] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def counters(self) -> int:
+        return sum(s.counters for s in self.shards if not s.already_applied)
+
+    def as_dict(self) -> dict:
+        applied = [s for s in self.shards if not s.already_applied]
+        return {
+            "flushed": self.counters,
+            "batches": len(applied),
+            "rows": sum(s.rows for s in applied),
+            "rows_missing": sum(s.rows_missing for s in applied),
+            "resumed": sum(1 for s in self.shards if s.resumed),
+            "already_applied": sum(1 for s in self.shards if s.already_applied),
+            "max_lag_s": max((s.lag_s for s in self.shards if s.lag_s is not None), default=0.0),
+            "duration_s": round(self.duration_s, 6),
+            "errors": self.errors,
+        }
+
+
+def update_statement(table: str, columns: list[str]) -> sa.TextClause:
+    """One set-based UPDATE adding per-row deltas to ``columns``, locking rows in id order.
+
+    The MATERIALIZED CTE takes the row locks sorted by id before the UPDATE touches
+    them, so two transactions over overlapping rows cannot deadlock. NO KEY UPDATE is
+    the lock the UPDATE itself takes: it does not block ``FOR KEY SHARE`` readers.
+    """
+    arrays = ", ".join(f"CAST(:c{i} AS bigint[])" for i in range(len(columns)))
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    sets = ", ".join(f"{col} = t.{col} + d.c{i}" for i, col in enumerate(columns))
+    return sa.text(
+        f"""WITH d AS (
+            SELECT * FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS d(id, {names})
+        ), locked AS MATERIALIZED (
+            SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))
+            ORDER BY id FOR NO KEY UPDATE
+        )
+        UPDATE {table} t SET {sets}
+        FROM d JOIN locked USING (id)
+        WHERE t.id = d.id
+        RETURNING t.id"""
+    )
+
+
+def group_by_table(registry: Registry, deltas: dict[str, int]):
+    """``{table: {id: {column: delta}}}`` plus the count of fields of unknown counters."""
+    out: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    unknown = 0
+    for name, delta in deltas.items():
+        parsed = parse_field(name)
+        if parsed is None:
+            continue
+        row_id, code = parsed
+        counter = registry.by_code(code)
+        if counter is None:
+            unknown += 1
+            continue
+        out[counter.table][row_id][counter.column] = delta
+    return out, unknown
+
+
+class Flusher:
+    def __init__(
+        self,
+        buffer: Buffer,
+        sql: sa.Engine,
+        registry: Registry,
+        scope: str,
+        hook: Hook | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.sql = sql
+        self.registry = registry
+        self.scope = scope
+        self.hook = hook
+
+    def _stage(self, stage: str, shard: int) -> None:
+        if self.hook is not None:
+            self.hook(stage, shard)
+
+    def _next_seq(self) -> int:
+        with sql_errors("next batch seq"), self.sql.begin() as conn:
+            return conn.execute(NEXT_SEQ).scalar_one()
+
+    def _apply(self, conn: sa.Connection, claim: Claim, result: ShardFlush) -> None:
+        grouped, unknown = group_by_table(self.registry, claim.deltas)
+        result.deltas_dropped += unknown
+        for table in sorted(grouped):
+            rows = grouped[table]
+            columns = sorted({c for cols in rows.values() for c in cols})
+            ids = sorted(rows)
+            params = {"ids": int_array(ids)}
+            for i, col in enumerate(columns):
+                params[f"c{i}"] = int_array(rows[r].get(col, 0) for r in ids)
+            updated = {r[0] for r in conn.execute(update_statement(table, columns), params)}
+            for row_id in ids:
+                if row_id not in updated:
+                    result.rows_missing += 1
+                    result.deltas_dropped += len(rows[row_id])
+                    result.missing.append((table, row_id))
+            result.rows += len(updated)
+
+    def flush_shard(self, shard: int) -> ShardFlush | None:
+        """Claim and apply one shard's batch; None when it had nothing to flush.
+
+        Raises StoreUnavailable/BufferUnavailable with the claim left in place, so the
+        next call resumes it.
+        """
+        started = time.perf_counter()
+        claim = self.buffer.claim(shard, self._next_seq())
+        if claim is None:
+            return None
+        self._stage("claimed", shard)
+        result = ShardFlush(shard=shard, seq=claim.seq, resumed=claim.resumed)
+        result.counters = len(claim.deltas)
+        if claim.oldest_ms is not None:
+            result.lag_s = max(0.0, (now_ms() - claim.oldest_ms) / 1000)
+        with sql_errors(f"apply shard {shard}"), self.sql.begin() as conn:
+            params = {"scope": self.scope, "shard": shard, "seq": claim.seq}
+            if conn.execute(MARK_APPLIED, params).first() is None:
+                result.already_applied = True
+            else:
+                self._apply(conn, claim, result)
+            self._stage("applied", shard)
+        self._stage("committed", shard)
+        self.buffer.release(shard, claim.seq)
+        result.duration_s = time.perf_counter() - started
+        if result.rows_missing:
+            log.warning(
+                "dropped deltas for %d deleted rows on shard %d: %s",
+                result.rows_missing,
+                shard,
+                result.missing[:20],
+            )
+        return result
+
+    def flush_all(self) -> FlushSummary:
+        """Flush every shard that holds deltas; a failing shard does not stop the others.
+
+        Raises the first error after trying every shard, with the summary attached as
+        ``exc.summary``.
+        """
+        started = time.perf_counter()
+        summary = FlushSummary()
+        first_error: CounterError | None = None
+        for shard in self.buffer.dirty_shards():
+            try:
+                result = self.flush_shard(shard)
+            except (StoreUnavailable, BufferUnavailable) as exc:
+                summary.errors.append(f"shard {shard}: {exc}")
+                first_error = first_error or exc
+                continue
+            if result is not None:
+                summary.shards.append(result)
+        summary.duration_s = time.perf_counter() - started
+        if first_error is not None:
+            first_error.summary = summary
+            raise first_error
+        return summary
+
+
+def shard_log_record(result: ShardFlush) -> dict:
+    record = asdict(result)
+    record.pop("missing")
+    return record

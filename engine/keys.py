@@ -1,0 +1,77 @@
+"""Every Redis key and hash field the engine uses, built here and nowhere else.
+
+All keys of one shard share the hash tag ``{<prefix>:<shard>}`` so a shard sits in a
+single Redis Cluster slot and its Lua scripts touch one node.
+
+    {ctr:7}:pending      hash  "<id>:<code>" -> delta, plus "_t" = ms of oldest delta
+    {ctr:7}:inflight     hash  the claimed batch (same layout), until its commit
+    {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
+    {ctr:7}:seq          str   seq of the last batch claimed on this shard
+    {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
+    {ctr}:stats          hash  last flush / reconcile summaries (not per shard)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OLDEST_FIELD = "_t"  # pending-hash field holding the ms timestamp of its oldest delta
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "ctr"
+    shards: int = 16
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError("shards must be >= 1")
+        if not self.prefix or any(ch in self.prefix for ch in "{}: "):
+            raise ValueError(f"bad key prefix {self.prefix!r}")
+
+    def shard_of(self, row_id: int) -> int:
+        """The shard of a row; every counter of one row lives on the same shard."""
+        return row_id % self.shards
+
+    def _tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:{shard}}}"
+
+    def pending(self, shard: int) -> str:
+        return f"{self._tag(shard)}:pending"
+
+    def inflight(self, shard: int) -> str:
+        return f"{self._tag(shard)}:inflight"
+
+    def batch(self, shard: int) -> str:
+        return f"{self._tag(shard)}:batch"
+
+    def seq(self, shard: int) -> str:
+        return f"{self._tag(shard)}:seq"
+
+    def exists(self, shard: int, table: str) -> str:
+        return f"{self._tag(shard)}:ex:{table}"
+
+    def shard_keys(self, shard: int) -> list[str]:
+        """The four keys of the claim/release/read scripts, in their KEYS order."""
+        return [self.pending(shard), self.inflight(shard), self.batch(shard), self.seq(shard)]
+
+    def stats(self) -> str:
+        return f"{{{self.prefix}}}:stats"
+
+    def exists_offset(self, row_id: int) -> int:
+        """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'."""
+        return row_id // self.shards + 1
+
+
+def field(row_id: int, code: str) -> str:
+    return f"{row_id}:{code}"
+
+
+def parse_field(name: str | bytes) -> tuple[int, str] | None:
+    """``(id, code)`` of a delta field, or None for the bookkeeping field."""
+    if isinstance(name, bytes):
+        name = name.decode()
+    if name == OLDEST_FIELD:
+        return None
+    row_id, _, code = name.partition(":")
+    return int(row_id), code

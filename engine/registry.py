@@ -1,0 +1,74 @@
+"""The registry: which counters exist, where they live in Postgres, how to recount them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import UnknownCounter
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One integer column that the engine keeps.
+
+    ``code`` is the short, stable tag stored in every Redis field of this counter:
+    changing it while deltas are pending orphans them, so never reuse or rename one.
+    ``recount`` is an SQL query taking ``:ids`` (a ``bigint[]``) and returning rows
+    ``(id, value)``; ids it does not return count as 0. ``None`` means the counter
+    has no exact source (views) and reconcile leaves it alone.
+    """
+
+    table: str
+    column: str
+    code: str
+    recount: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.column}"
+
+    def __post_init__(self) -> None:
+        for ident in (self.table, self.column):
+            if not _IDENT.match(ident):
+                raise ValueError(f"not a plain SQL identifier: {ident!r}")
+        if not _CODE.match(self.code):
+            raise ValueError(f"counter code must be 1-8 alphanumerics: {self.code!r}")
+
+
+class Registry:
+    """An immutable set of counters, looked up by name (``table.column``) or code."""
+
+    def __init__(self, counters: Iterable[Counter]) -> None:
+        self._by_name: dict[str, Counter] = {}
+        self._by_code: dict[str, Counter] = {}
+        for c in counters:
+            if c.name in self._by_name or c.code in self._by_code:
+                raise ValueError(f"duplicate counter name or code: {c.name} / {c.code}")
+            self._by_name[c.name] = c
+            self._by_code[c.code] = c
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> Counter:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownCounter(name) from None
+
+    def by_code(self, code: str) -> Counter | None:
+        return self._by_code.get(code)
+
+    def tables(self) -> list[str]:
+        return sorted({c.table for c in self})
+
+    def of_table(self, table: str) -> list[Counter]:
+        return [c for c in self if c.table == table]
