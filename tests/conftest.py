@@ -1,0 +1,18 @@
+import pytest
+
+from tests.servers import ScratchDatabase
+
+
+@pytest.fixture(scope="session")
+def database_factory():
+    """``make(label)`` creates a fresh Postgres database, dropped at the end of the run."""
+    made: list[ScratchDatabase] = []
+
+    def make(label: str) -> ScratchDatabase:
+        db = ScratchDatabase(label)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.drop()
