@@ -146,8 +146,12 @@ class Buffer:
     # -- reading -------------------------------------------------------------
 
     def unapplied(self, fields_by_shard: dict[int, list[str]], pipe=None) -> dict[int, Unapplied]:
-        """Atomic per-shard snapshots of pending and inflight deltas, one round trip."""
-        shards = [s for s, f in fields_by_shard.items() if f]
+        """Atomic per-shard snapshots of pending and inflight deltas, one round trip.
+
+        Given ``pipe``, only queues the scripts (in sorted shard order) for the caller
+        to execute and hand to :meth:`parse_unapplied`.
+        """
+        shards = sorted(s for s, f in fields_by_shard.items() if f)
         own = pipe is None
         with redis_errors("read deltas"):
             if own:

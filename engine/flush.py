@@ -217,12 +217,15 @@ class Flusher:
         for shard in self.buffer.dirty_shards():
             try:
                 result = self.flush_shard(shard)
+                if result is not None:
+                    summary.shards.append(result)
+                    if result.resumed:  # the orphaned batch is done; now what piled up behind it
+                        result = self.flush_shard(shard)
+                        if result is not None:
+                            summary.shards.append(result)
             except (StoreUnavailable, BufferUnavailable) as exc:
                 summary.errors.append(f"shard {shard}: {exc}")
                 first_error = first_error or exc
-                continue
-            if result is not None:
-                summary.shards.append(result)
         summary.duration_s = time.perf_counter() - started
         if first_error is not None:
             first_error.summary = summary

@@ -1,0 +1,99 @@
+"""Fixtures for the engine's own tests: a scratch database with two counted tables and
+a recount source, Redis db 14 (ours: flushed before and after each test)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from engine import Counter, Counters, Registry, schema
+from tests.servers import redis_url
+
+REDIS_DB = 14
+
+TABLES = [
+    """CREATE TABLE items (
+        id bigserial PRIMARY KEY,
+        hits bigint NOT NULL DEFAULT 0,
+        likes bigint NOT NULL DEFAULT 0)""",
+    """CREATE TABLE notes (
+        id bigserial PRIMARY KEY,
+        hits bigint NOT NULL DEFAULT 0)""",
+    """CREATE TABLE item_likes (
+        id bigserial PRIMARY KEY,
+        item_id bigint NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        user_id bigint NOT NULL,
+        UNIQUE (item_id, user_id))""",
+]
+
+LIKES_RECOUNT = (
+    "SELECT item_id, count(*) FROM item_likes "
+    "WHERE item_id = ANY(CAST(:ids AS bigint[])) GROUP BY item_id"
+)
+
+REGISTRY = Registry(
+    [
+        Counter("items", "hits", "ih"),
+        Counter("items", "likes", "il", LIKES_RECOUNT),
+        Counter("notes", "hits", "nh"),
+    ]
+)
+
+
+@pytest.fixture(scope="session")
+def engine_db(database_factory):
+    db = database_factory("engine")
+    sql = sa.create_engine(db.url, pool_size=10, max_overflow=20)
+    schema.create(sql)
+    with sql.begin() as conn:
+        for ddl in TABLES:
+            conn.execute(sa.text(ddl))
+    yield db
+    sql.dispose()
+
+
+@pytest.fixture
+def sql(engine_db):
+    eng = sa.create_engine(engine_db.url, pool_size=10, max_overflow=20)
+    with eng.begin() as conn:
+        conn.execute(sa.text("TRUNCATE items, notes, item_likes RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("DELETE FROM counter_shards"))
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def r():
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_counters(r, sql):
+    def make(shards: int = 4, **kw) -> Counters:
+        return Counters(r, sql, REGISTRY, shards=shards, **kw)
+
+    return make
+
+
+@pytest.fixture
+def counters(make_counters) -> Counters:
+    return make_counters()
+
+
+def seed(sql: sa.Engine, table: str, n: int) -> list[int]:
+    with sql.begin() as conn:
+        rows = conn.execute(
+            sa.text(f"INSERT INTO {table} SELECT FROM generate_series(1, :n) RETURNING id"),
+            {"n": n},
+        )
+        return [row[0] for row in rows]
+
+
+def stored(sql: sa.Engine, table: str, column: str) -> dict[int, int]:
+    with sql.connect() as conn:
+        return dict(conn.execute(sa.text(f"SELECT id, {column} FROM {table}")).all())

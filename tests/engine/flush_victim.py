@@ -1,0 +1,36 @@
+"""A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
+
+    python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE
+"""
+
+import os
+import signal
+import sys
+
+import redis
+import sqlalchemy as sa
+
+from engine import Counters
+from tests.engine.conftest import REGISTRY
+
+
+def main() -> None:
+    db_url, redis_url, shards, stage = sys.argv[1:5]
+
+    def hook(at: str, shard: int) -> None:
+        if at == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    counters = Counters(
+        redis.Redis.from_url(redis_url),
+        sa.create_engine(db_url),
+        REGISTRY,
+        shards=int(shards),
+        hook=hook,
+    )
+    counters.flush_all()
+    sys.exit(3)  # unreachable when the stage is hit
+
+
+if __name__ == "__main__":
+    main()

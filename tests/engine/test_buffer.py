@@ -1,0 +1,88 @@
+"""Increments, existence checks and the key layout, against real Redis."""
+
+import subprocess
+import sys
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.crc import key_slot
+
+from engine import BufferUnavailable, Counters, Outcome, UnknownCounter
+from engine.keys import Keys
+from tests.engine.conftest import REGISTRY, seed
+
+
+def test_incr_is_one_hincrby_per_field_and_reads_back(counters, r, sql):
+    ids = seed(sql, "items", 3)
+    counters.incr("items.hits", ids[0])
+    counters.incr("items.hits", ids[0], 4)
+    counters.incr("items.likes", ids[1], 2)
+    assert counters.read("items", ids) == {
+        ids[0]: {"hits": 5, "likes": 0},
+        ids[1]: {"hits": 0, "likes": 2},
+        ids[2]: {"hits": 0, "likes": 0},
+    }
+
+
+def test_incr_many_touches_several_shards_in_one_call(counters, sql):
+    ids = seed(sql, "items", 8)
+    counters.incr_many([("items.hits", i, i) for i in ids] + [("items.likes", ids[0], 3)])
+    live = counters.read("items", ids)
+    assert {i: live[i]["hits"] for i in ids} == {i: i for i in ids}
+    assert live[ids[0]]["likes"] == 3
+
+
+def test_unknown_counter_is_refused_before_redis(counters, r):
+    with pytest.raises(UnknownCounter):
+        counters.incr("items.nope", 1)
+    assert r.keys() == []
+
+
+def test_existence_check_refuses_missing_rows_without_creating_keys(counters, r, sql):
+    ids = seed(sql, "items", 2)
+    assert counters.incr("items.hits", ids[0], check_exists=True) is Outcome.NOT_LOADED
+    assert r.keys() == []
+    assert counters.existence.ensure_loaded(["items"]) == {"items": 2}
+    before = set(r.keys())
+    assert counters.incr("items.hits", 999, check_exists=True) is Outcome.MISSING
+    assert counters.incr("items.hits", 2**62, check_exists=True) is Outcome.NOT_LOADED
+    assert set(r.keys()) == before
+    assert counters.incr("items.hits", ids[1], check_exists=True) is Outcome.COUNTED
+    counters.existence.unmark("items", [ids[1]])
+    assert counters.incr("items.hits", ids[1], check_exists=True) is Outcome.MISSING
+    assert counters.read("items", [ids[1]])[ids[1]]["hits"] == 1
+
+
+def test_cancelling_deltas_leave_no_field_or_key(counters, r, sql):
+    (i,) = seed(sql, "items", 1)
+    counters.incr("items.likes", i, 1)
+    counters.incr("items.likes", i, -1)
+    assert r.keys() == []
+
+
+def test_every_key_of_a_shard_sits_in_one_cluster_slot():
+    keys = Keys(prefix="ctr", shards=8)
+    for s in range(8):
+        names = keys.shard_keys(s) + [keys.exists(s, "posts"), keys.exists(s, "articles")]
+        assert len({key_slot(n.encode()) for n in names}) == 1
+    assert len({key_slot(keys.pending(s).encode()) for s in range(8)}) > 1
+
+
+def test_redis_down_raises_buffer_unavailable(sql):
+    dead = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+    counters = Counters(dead, sql, REGISTRY, shards=2)
+    with pytest.raises(BufferUnavailable):
+        counters.incr("items.hits", 1)
+    with pytest.raises(BufferUnavailable):
+        counters.flush_all()
+
+
+def test_engine_imports_neither_flask_nor_celery():
+    code = (
+        "import sys, engine, engine.flush, engine.reconcile, engine.live, engine.exists;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('flask', 'celery')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,101 @@
+"""Real faults: a flushing process SIGKILLed at each stage, Postgres cut off, Redis wiped."""
+
+import signal
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from engine import Counters, StoreUnavailable
+from tests.engine.conftest import REDIS_DB, REGISTRY, seed, stored
+from tests.proxy import TcpProxy
+from tests.servers import ROOT, redis_url
+
+
+def run_victim(db_url: str, shards: int, stage: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.engine.flush_victim", db_url, redis_url(REDIS_DB),
+         str(shards), stage],
+        cwd=ROOT,
+        timeout=60,
+    )
+    return proc.returncode
+
+
+@pytest.mark.parametrize("stage", ["claimed", "applied", "committed"])
+def test_flush_killed_at_each_stage_applies_every_delta_once(stage, make_counters, sql, engine_db):
+    counters = make_counters(shards=2)
+    ids = seed(sql, "items", 20)
+    counters.incr_many([("items.hits", i, i) for i in ids] + [("items.likes", i, 1) for i in ids])
+    assert run_victim(engine_db.url, 2, stage) == -signal.SIGKILL
+    # increments keep arriving while the claim is orphaned
+    counters.incr_many([("items.hits", i, 100) for i in ids])
+    first = counters.flush_all()
+    second = counters.flush_all()
+    assert first.shards and first.shards[0].resumed
+    if stage == "committed":
+        assert first.shards[0].already_applied
+    assert stored(sql, "items", "hits") == {i: i + 100 for i in ids}
+    assert stored(sql, "items", "likes") == {i: 1 for i in ids}
+    assert counters.buffer.dirty_shards() == []
+    assert second.counters == 0
+
+
+def test_postgres_unreachable_keeps_deltas_until_it_is_back(r, sql, engine_db):
+    parts = urlsplit(engine_db.url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via_proxy = sa.create_engine(
+        parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}").geturl(),
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 2},
+    )
+    try:
+        counters = Counters(r, via_proxy, REGISTRY, shards=2)
+        ids = seed(sql, "items", 10)
+        counters.incr_many([("items.hits", i, 3) for i in ids])
+        counters.flush_all()  # warm the pool through the proxy
+        counters.incr_many([("items.hits", i, 2) for i in ids])
+        proxy.cut()
+        with pytest.raises(StoreUnavailable) as failed:
+            counters.flush_all()
+        assert failed.value.summary.errors
+        counters.incr_many([("items.hits", i, 1) for i in ids])  # the hot path still works
+        assert stored(sql, "items", "hits") == {i: 3 for i in ids}
+        assert counters.buffer.dirty_shards()
+        proxy.restore()
+        counters.flush_all()
+        counters.flush_all()
+        assert stored(sql, "items", "hits") == {i: 6 for i in ids}
+        assert counters.buffer.dirty_shards() == []
+    finally:
+        via_proxy.dispose()
+        proxy.close()
+
+
+def test_redis_wiped_between_flushes_new_batches_still_apply(make_counters, sql, r):
+    counters = make_counters(shards=1)
+    (i,) = seed(sql, "items", 1)
+    for n in (1, 2):
+        counters.incr("items.hits", i, n)
+        counters.flush_all()
+    r.flushdb()  # seq keys gone; Postgres remembers applied_seq
+    counters.incr("items.hits", i, 10)
+    result = counters.flush_all()
+    assert not result.shards[0].already_applied
+    assert stored(sql, "items", "hits") == {i: 13}
+    assert counters.read("items", [i])[i]["hits"] == 13
+
+
+def test_redis_wiped_after_commit_before_release_loses_nothing_acknowledged_later(
+    make_counters, sql, r, engine_db
+):
+    counters = make_counters(shards=1)
+    (i,) = seed(sql, "items", 1)
+    counters.incr("items.hits", i, 4)
+    assert run_victim(engine_db.url, 1, "committed") == -signal.SIGKILL
+    r.flushdb()  # the committed-but-unreleased batch vanishes with the rest
+    counters.incr("items.hits", i, 5)
+    counters.flush_all()
+    assert stored(sql, "items", "hits") == {i: 9}
