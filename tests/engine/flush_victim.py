@@ -1,6 +1,6 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
-    python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE
+python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE
 """
 
 import os

@@ -6,8 +6,8 @@ import sys
 import pytest
 import redis
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from engine import BufferUnavailable, Counters, Outcome, UnknownCounter
 from engine.keys import Keys

@@ -16,8 +16,15 @@ from tests.servers import ROOT, redis_url
 
 def run_victim(db_url: str, shards: int, stage: str) -> int:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.engine.flush_victim", db_url, redis_url(REDIS_DB),
-         str(shards), stage],
+        [
+            sys.executable,
+            "-m",
+            "tests.engine.flush_victim",
+            db_url,
+            redis_url(REDIS_DB),
+            str(shards),
+            stage,
+        ],
         cwd=ROOT,
         timeout=60,
     )

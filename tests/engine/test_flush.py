@@ -59,7 +59,9 @@ def test_randomized_increments_with_concurrent_flushes_land_exactly(make_counter
 def test_flush_is_one_transaction_with_one_update_per_table(make_counters, sql):
     counters = make_counters(shards=1)
     items, notes = seed(sql, "items", 50), seed(sql, "notes", 50)
-    counters.incr_many([("items.hits", i, 1) for i in items] + [("notes.hits", i, 2) for i in notes])
+    counters.incr_many(
+        [("items.hits", i, 1) for i in items] + [("notes.hits", i, 2) for i in notes]
+    )
     counters.incr_many([("items.likes", i, 3) for i in items])
     statements = []
     sa.event.listen(sql, "before_cursor_execute", lambda *a: statements.append(a[2]))
@@ -80,7 +82,9 @@ def test_concurrent_flushes_of_one_shard_apply_the_batch_once(make_counters, sql
     a, b = make_counters(shards=1, hook=hook), make_counters(shards=1, hook=hook)
     a.incr("items.hits", i, 7)
     results = []
-    threads = [threading.Thread(target=lambda c=c: results.append(c.flush_shard(0))) for c in (a, b)]
+    threads = [
+        threading.Thread(target=lambda c=c: results.append(c.flush_shard(0))) for c in (a, b)
+    ]
     for t in threads:
         t.start()
     for t in threads:
