@@ -77,7 +77,7 @@ class Buffer:
     def _incr_call(self, row_id: int, pairs: Sequence[tuple[str, int]], table: str | None):
         """Arguments of one incr script call for one row."""
         shard = self.keys.shard_of(row_id)
-        keys = [self.keys.pending(shard)]
+        keys = [self.keys.pending(shard), self.keys.accepted(shard)]
         if table is not None:
             keys.append(self.keys.exists(shard, table))
         args: list = [now_ms(), self.keys.exists_offset(row_id)]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
 from .buffer import Buffer, Outcome
+from .errors import BufferUnavailable, CounterError
 from .exists import Existence
 from .flush import Flusher, FlushSummary, Hook, ShardFlush
 from .keys import Keys
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
+from .stats import Stats
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHARDS = 16
 
@@ -43,6 +49,7 @@ class Counters:
         self.flusher = Flusher(self.buffer, sql, registry, prefix, hook)
         self.live = LiveReader(self.buffer, sql, registry, prefix)
         self.reconciler = Reconciler(self.buffer, sql, registry, prefix)
+        self.stats = Stats(redis, self.keys)
 
     def incr(self, name: str, row_id: int, n: int = 1, *, check_exists: bool = False) -> Outcome:
         """Add ``n`` to a counter in one Redis round trip; Postgres gets it at the next flush.
@@ -76,12 +83,36 @@ class Counters:
         return self.flusher.flush_shard(shard)
 
     def flush_all(self) -> FlushSummary:
-        return self.flusher.flush_all()
+        """Flush every dirty shard and add the outcome to the shared stats.
+
+        On failure the error (with ``.summary``) is raised after the stats are kept.
+        """
+        try:
+            summary = self.flusher.flush_all()
+        except CounterError as exc:
+            if getattr(exc, "summary", None) is not None:
+                self._keep(self.stats.record_flush, exc.summary)
+            raise
+        self._keep(self.stats.record_flush, summary)
+        return summary
 
     def reconcile(
         self, names: Iterable[str] | None = None, ids: Sequence[int] | None = None
     ) -> ReconcileResult:
-        return self.reconciler.reconcile(names, ids)
+        """Recount and correct drift (see engine.reconcile); kept in the shared stats."""
+        result = self.reconciler.reconcile(names, ids)
+        self._keep(self.stats.record_reconcile, result)
+        record = {"event": "counter_reconcile", "scope": self.keys.prefix}
+        log.info("%s", json.dumps({**record, **result.as_dict(limit=20)}))
+        return result
+
+    @staticmethod
+    def _keep(record, outcome) -> None:
+        # stats are advisory: losing them must not turn a done flush into a failed one
+        try:
+            record(outcome)
+        except BufferUnavailable as exc:
+            log.warning("could not record counter stats: %s", exc)
 
     def backlog(self) -> list[dict]:
         return self.buffer.backlog()

@@ -21,11 +21,12 @@ that wakes with an old batch after newer ones committed is fenced off the same w
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -87,6 +88,13 @@ class FlushSummary:
             "duration_s": round(self.duration_s, 6),
             "errors": self.errors,
         }
+
+
+def batch_record(result: ShardFlush) -> dict:
+    """A shard flush as one flat, JSON-ready record (without the missing-row list)."""
+    record = {k: v for k, v in result.__dict__.items() if k != "missing"}
+    record["duration_s"] = round(result.duration_s, 6)
+    return record
 
 
 def update_statement(table: str, columns: list[str]) -> sa.TextClause:
@@ -196,6 +204,10 @@ class Flusher:
         self._stage("committed", shard)
         self.buffer.release(shard, claim.seq)
         result.duration_s = time.perf_counter() - started
+        log.info(
+            "%s",
+            json.dumps({"event": "counter_flush", "scope": self.scope, **batch_record(result)}),
+        )
         if result.rows_missing:
             log.warning(
                 "dropped deltas for %d deleted rows on shard %d: %s",
@@ -231,9 +243,3 @@ class Flusher:
             first_error.summary = summary
             raise first_error
         return summary
-
-
-def shard_log_record(result: ShardFlush) -> dict:
-    record = asdict(result)
-    record.pop("missing")
-    return record

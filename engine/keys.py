@@ -8,7 +8,8 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
     {ctr:7}:seq          str   seq of the last batch claimed on this shard
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
-    {ctr}:stats          hash  last flush / reconcile summaries (not per shard)
+    {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
+    {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Keys:
 
     def seq(self, shard: int) -> str:
         return f"{self._tag(shard)}:seq"
+
+    def accepted(self, shard: int) -> str:
+        return f"{self._tag(shard)}:accepted"
 
     def exists(self, shard: int, table: str) -> str:
         return f"{self._tag(shard)}:ex:{table}"

@@ -3,6 +3,8 @@ a recount source, Redis db 14 (ours: flushed before and after each test)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 import sqlalchemy as sa
@@ -10,7 +12,7 @@ import sqlalchemy as sa
 from engine import Counter, Counters, Registry, schema
 from tests.servers import redis_url
 
-REDIS_DB = 14
+REDIS_DB = int(os.environ.get("ENGINE_TEST_REDIS_DB", "14"))
 
 TABLES = [
     """CREATE TABLE items (

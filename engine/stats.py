@@ -1,0 +1,103 @@
+"""Flush and reconcile totals kept in Redis, so every process (web, workers) reads the
+same numbers: a Prometheus exporter in any process can report them."""
+
+from __future__ import annotations
+
+import json
+
+from .buffer import now_ms
+from .errors import redis_errors
+from .keys import Keys
+
+# Upper bounds (s) of the flush-duration histogram buckets; +Inf is implied.
+FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+TOTALS = (
+    "flushes",
+    "batches",
+    "batches_already_applied",
+    "claims_resumed",
+    "counters_applied",
+    "rows_missing",
+    "deltas_dropped",
+    "flush_errors",
+    "reconciles",
+    "reconcile_checked",
+    "reconcile_fixed",
+    "reconcile_drift_abs",
+)
+
+
+class Stats:
+    def __init__(self, redis, keys: Keys) -> None:
+        self.redis = redis
+        self.key = keys.stats()
+        self.keys = keys
+
+    def record_flush(self, summary) -> None:
+        """Add one flush_all() summary to the totals and keep it as the last flush."""
+        applied = [s for s in summary.shards if not s.already_applied]
+        incr = {
+            "flushes": 1,
+            "batches": len(applied),
+            "batches_already_applied": len(summary.shards) - len(applied),
+            "claims_resumed": sum(1 for s in summary.shards if s.resumed),
+            "counters_applied": sum(s.counters for s in applied),
+            "rows_missing": sum(s.rows_missing for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in applied),
+            "flush_errors": len(summary.errors),
+        }
+        last = {"at_ms": now_ms(), **summary.as_dict()}
+        with redis_errors("record flush stats"):
+            pipe = self.redis.pipeline(transaction=False)
+            for name, n in incr.items():
+                if n:
+                    pipe.hincrby(self.key, name, n)
+            for shard in summary.shards:
+                bucket = next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
+                pipe.hincrby(self.key, f"flush_le_{bucket}", 1)
+                pipe.hincrbyfloat(self.key, "flush_seconds_sum", shard.duration_s)
+            if summary.shards or summary.errors:
+                pipe.hset(self.key, "last_flush", json.dumps(last))
+            pipe.execute()
+
+    def record_reconcile(self, result) -> None:
+        drift = sum(abs(f.now - f.was) for f in result.fixes)
+        last = {"at_ms": now_ms(), **result.as_dict(limit=20)}
+        with redis_errors("record reconcile stats"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hincrby(self.key, "reconciles", 1)
+            pipe.hincrby(self.key, "reconcile_checked", result.checked)
+            pipe.hincrby(self.key, "reconcile_fixed", len(result.fixes))
+            pipe.hincrby(self.key, "reconcile_drift_abs", drift)
+            pipe.hset(self.key, "last_reconcile", json.dumps(last))
+            pipe.execute()
+
+    def snapshot(self) -> dict:
+        """Totals, flush histogram (cumulative per bucket), last flush/reconcile, and
+        increments accepted per counter code (summed over shards)."""
+        with redis_errors("read stats"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(self.key)
+            for s in range(self.keys.shards):
+                pipe.hgetall(self.keys.accepted(s))
+            raw, *accepted_by_shard = pipe.execute()
+        raw = {k.decode(): v.decode() for k, v in raw.items()}
+        accepted: dict[str, int] = {}
+        for shard in accepted_by_shard:
+            for code, n in shard.items():
+                accepted[code.decode()] = accepted.get(code.decode(), 0) + int(n)
+        buckets, running = [], 0
+        for b in (*FLUSH_BUCKETS_S, "inf"):
+            running += int(raw.get(f"flush_le_{b}", 0))
+            buckets.append((b, running))
+        return {
+            "totals": {name: int(raw.get(name, 0)) for name in TOTALS},
+            "flush_seconds_sum": float(raw.get("flush_seconds_sum", 0.0)),
+            "flush_buckets": buckets,
+            "last_flush": json.loads(raw["last_flush"]) if "last_flush" in raw else None,
+            "last_reconcile": (
+                json.loads(raw["last_reconcile"]) if "last_reconcile" in raw else None
+            ),
+            "accepted": accepted,
+        }
