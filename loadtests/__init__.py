@@ -1,0 +1,1 @@
+"""Locust load test of the counter engine's reference app: ``python -m loadtests run``."""

@@ -1,0 +1,58 @@
+"""Poll ``GET /api/admin/counters/stats`` during the run to see how far the flush lags."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+POLL_INTERVAL_S = 0.5
+
+
+class LagMonitor(threading.Thread):
+    """Records ``pending`` and ``oldest_pending_age_s`` samples to ``stats.jsonl``."""
+
+    def __init__(self, base_url: str, admin_token: str, out: Path) -> None:
+        super().__init__(name="lag-monitor", daemon=True)
+        self.url = f"{base_url}/api/admin/counters/stats"
+        self.headers = {"Authorization": f"Bearer {admin_token}"}
+        self.path = out / "stats.jsonl"
+        self.started = time.monotonic()
+        self.halt = threading.Event()
+        self.max_lag_s = 0.0
+        self.max_lag_at_s: float | None = None
+        self.max_pending = 0
+        self.samples = 0
+        self.errors = 0
+        self.last: dict = {}
+
+    def sample(self) -> dict | None:
+        try:
+            resp = requests.get(self.url, headers=self.headers, timeout=5)
+            resp.raise_for_status()
+            return resp.json()
+        except (requests.RequestException, ValueError):
+            self.errors += 1
+            return None
+
+    def run(self) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            while not self.halt.wait(POLL_INTERVAL_S):
+                stats = self.sample()
+                if stats is None:
+                    continue
+                t = time.monotonic() - self.started
+                self.samples += 1
+                self.last = stats
+                lag = float(stats.get("oldest_pending_age_s") or 0.0)
+                if lag > self.max_lag_s:
+                    self.max_lag_s, self.max_lag_at_s = lag, t
+                self.max_pending = max(self.max_pending, int(stats.get("pending") or 0))
+                f.write(json.dumps({"t": round(t, 3), **stats}) + "\n")
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
