@@ -124,7 +124,7 @@ def _stop_postgres(pgdata: Path) -> None:
         return
     # SIGINT is Postgres' "fast" shutdown: roll back open transactions, checkpoint, exit.
     # Sent directly because pg_ctl refuses to run as root.
-    _signal_and_wait(pid, signal.SIGINT, lambda: (pgdata / "postmaster.pid").exists())
+    _signal_and_wait(pid, signal.SIGINT)
 
 
 # --- Redis ----------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def _stop_redis(rdir: Path) -> None:
     pid = _redis_pid(rdir)
     if pid is not None:
         # SIGTERM makes redis fsync the append-only file and exit.
-        _signal_and_wait(pid, signal.SIGTERM, lambda: _process_alive(pid))
+        _signal_and_wait(pid, signal.SIGTERM)
 
 
 def _redis_pid(rdir: Path) -> int | None:
@@ -299,22 +299,22 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _process_alive(pid: int) -> bool:
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
-def _signal_and_wait(pid: int, sig: int, running) -> None:
+def _signal_and_wait(pid: int, sig: int) -> None:
+    """Send ``sig`` and wait until the process is gone; SIGKILL after STOP_TIMEOUT_S."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while running() and _process_alive(pid):
+    while _process_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return
