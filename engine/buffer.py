@@ -1,7 +1,8 @@
 """The Redis side: add deltas, claim a shard's batch, release it, snapshot what is unapplied.
 
 Nothing here talks to Postgres. Every call is one Redis round trip (a script, or a
-pipeline of scripts when several shards are involved).
+pipeline of scripts when several shards are involved; on a Redis Cluster, one per node
+involved, sent in parallel).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
+
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from .errors import redis_errors
 from .keys import OLDEST_FIELD, Keys, field
@@ -61,6 +66,52 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class RoundTrip:
+    """Commands and script calls queued on a non-transactional pipeline, sent together.
+
+    On a single Redis this is one round trip; on a Redis Cluster it is one round trip
+    per node involved, sent in parallel. Plain commands go on :attr:`pipe`, scripts
+    through :meth:`script`.
+    """
+
+    def __init__(self, redis) -> None:
+        self.redis = redis
+        self.pipe = redis.pipeline(transaction=False)
+        self.cluster = not isinstance(self.pipe, Pipeline)
+        self._calls: list[tuple[int, Script, list, list]] = []
+
+    def script(self, script: Script, keys: list, args: list) -> None:
+        if not self.cluster:
+            script(keys=keys, args=args, client=self.pipe)
+            return
+        # redis-py (8.1) blocks ClusterPipeline.evalsha() (redis/redis-py#2914), yet the
+        # command routes by its keys like any keyed one; a script's keys share a slot.
+        self._calls.append((len(self.pipe), script, keys, args))
+        self.pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def execute(self) -> list:
+        """Replies in queueing order; raises the first error."""
+        if not self.cluster:
+            return self.pipe.execute()
+        replies = self.pipe.execute(raise_on_error=False)
+        # A node that never saw a script (new, restarted, failed over) answers NOSCRIPT
+        # without running it, so loading the scripts and sending just those calls again
+        # cannot apply anything twice.
+        missing = [c for c in self._calls if isinstance(replies[c[0]], NoScriptError)]
+        if missing:
+            for script in {c[1] for c in missing}:
+                self.redis.script_load(script.script)  # on every primary
+            again = self.redis.pipeline(transaction=False)
+            for _, script, keys, args in missing:
+                again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            for (i, *_), reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
 class Buffer:
     """Sharded delta buffer in Redis (works with ``redis.Redis`` and ``RedisCluster``)."""
 
@@ -103,11 +154,10 @@ class Buffer:
     def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
         """Add deltas for several rows in one pipelined round trip (no existence check)."""
         with redis_errors("increment"):
-            pipe = self.redis.pipeline(transaction=False)
+            trip = RoundTrip(self.redis)
             for row_id, pairs in rows:
-                keys, args = self._incr_call(row_id, pairs, None)
-                self._incr(keys=keys, args=args, client=pipe)
-            pipe.execute()
+                trip.script(self._incr, *self._incr_call(row_id, pairs, None))
+            trip.execute()
 
     # -- flushing ------------------------------------------------------------
 
@@ -145,22 +195,24 @@ class Buffer:
 
     # -- reading -------------------------------------------------------------
 
-    def unapplied(self, fields_by_shard: dict[int, list[str]], pipe=None) -> dict[int, Unapplied]:
+    def unapplied(
+        self, fields_by_shard: dict[int, list[str]], trip: RoundTrip | None = None
+    ) -> dict[int, Unapplied]:
         """Atomic per-shard snapshots of pending and inflight deltas, one round trip.
 
-        Given ``pipe``, only queues the scripts (in sorted shard order) for the caller
+        Given ``trip``, only queues the scripts (in sorted shard order) for the caller
         to execute and hand to :meth:`parse_unapplied`.
         """
         shards = sorted(s for s, f in fields_by_shard.items() if f)
-        own = pipe is None
+        own = trip is None
         with redis_errors("read deltas"):
             if own:
-                pipe = self.redis.pipeline(transaction=False)
+                trip = RoundTrip(self.redis)
             for s in shards:
-                self._read(keys=self.keys.shard_keys(s), args=fields_by_shard[s], client=pipe)
+                trip.script(self._read, self.keys.shard_keys(s), fields_by_shard[s])
             if not own:
                 return {}
-            replies = pipe.execute()
+            replies = trip.execute()
         return self.parse_unapplied(shards, fields_by_shard, replies)
 
     @staticmethod

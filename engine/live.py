@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from .buffer import Buffer, Outcome, Unapplied
+from .buffer import Buffer, Outcome, RoundTrip, Unapplied
 from .errors import redis_errors, sql_errors
 from .keys import field
 from .registry import Counter, Registry
@@ -78,12 +78,12 @@ class LiveReader:
         for attempt in range(READ_ATTEMPTS):
             shards = sorted(s for s, f in by_shard.items() if f)
             with redis_errors("live read"):
-                pipe = self.buffer.redis.pipeline(transaction=False)
+                trip = RoundTrip(self.buffer.redis)
                 if bump is not None and attempt == 0:
-                    keys, args = self.buffer._incr_call(ids[0], [(bump.code, 1)], table)
-                    self.buffer._incr(keys=keys, args=args, client=pipe)
-                self.buffer.unapplied(by_shard, pipe=pipe)
-                replies = pipe.execute()
+                    call = self.buffer._incr_call(ids[0], [(bump.code, 1)], table)
+                    trip.script(self.buffer._incr, *call)
+                self.buffer.unapplied(by_shard, trip=trip)
+                replies = trip.execute()
             if bump is not None and attempt == 0:
                 outcome = Outcome(replies.pop(0))
                 if outcome is not Outcome.COUNTED:
