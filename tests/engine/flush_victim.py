@@ -1,6 +1,8 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
-python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE
+python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE [cluster]
+
+With ``cluster``, REDIS_URL names a node of a Redis Cluster.
 """
 
 import os
@@ -9,6 +11,7 @@ import sys
 
 import redis
 import sqlalchemy as sa
+from redis.cluster import RedisCluster
 
 from engine import Counters
 from tests.engine.conftest import REGISTRY
@@ -16,13 +19,14 @@ from tests.engine.conftest import REGISTRY
 
 def main() -> None:
     db_url, redis_url, shards, stage = sys.argv[1:5]
+    client_class = RedisCluster if sys.argv[5:] == ["cluster"] else redis.Redis
 
     def hook(at: str, shard: int) -> None:
         if at == stage:
             os.kill(os.getpid(), signal.SIGKILL)
 
     counters = Counters(
-        redis.Redis.from_url(redis_url),
+        client_class.from_url(redis_url),
         sa.create_engine(db_url),
         REGISTRY,
         shards=int(shards),

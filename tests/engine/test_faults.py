@@ -14,17 +14,17 @@ from tests.proxy import TcpProxy
 from tests.servers import ROOT, redis_url
 
 
-def run_victim(db_url: str, shards: int, stage: str) -> int:
+@pytest.fixture
+def victim_redis() -> list[str]:
+    """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
+    return [redis_url(REDIS_DB)]
+
+
+def run_victim(db_url: str, shards: int, stage: str, victim_redis: list[str]) -> int:
+    url, *cluster = victim_redis
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.engine.flush_victim",
-            db_url,
-            redis_url(REDIS_DB),
-            str(shards),
-            stage,
-        ],
+        [sys.executable, "-m", "tests.engine.flush_victim", db_url, url, str(shards), stage]
+        + cluster,
         cwd=ROOT,
         timeout=60,
     )
@@ -32,11 +32,13 @@ def run_victim(db_url: str, shards: int, stage: str) -> int:
 
 
 @pytest.mark.parametrize("stage", ["claimed", "applied", "committed"])
-def test_flush_killed_at_each_stage_applies_every_delta_once(stage, make_counters, sql, engine_db):
+def test_flush_killed_at_each_stage_applies_every_delta_once(
+    stage, make_counters, sql, engine_db, victim_redis
+):
     counters = make_counters(shards=2)
     ids = seed(sql, "items", 20)
     counters.incr_many([("items.hits", i, i) for i in ids] + [("items.likes", i, 1) for i in ids])
-    assert run_victim(engine_db.url, 2, stage) == -signal.SIGKILL
+    assert run_victim(engine_db.url, 2, stage, victim_redis) == -signal.SIGKILL
     # increments keep arriving while the claim is orphaned
     counters.incr_many([("items.hits", i, 100) for i in ids])
     first = counters.flush_all()
@@ -96,12 +98,12 @@ def test_redis_wiped_between_flushes_new_batches_still_apply(make_counters, sql,
 
 
 def test_redis_wiped_after_commit_before_release_loses_nothing_acknowledged_later(
-    make_counters, sql, r, engine_db
+    make_counters, sql, r, engine_db, victim_redis
 ):
     counters = make_counters(shards=1)
     (i,) = seed(sql, "items", 1)
     counters.incr("items.hits", i, 4)
-    assert run_victim(engine_db.url, 1, "committed") == -signal.SIGKILL
+    assert run_victim(engine_db.url, 1, "committed", victim_redis) == -signal.SIGKILL
     r.flushdb()  # the committed-but-unreleased batch vanishes with the rest
     counters.incr("items.hits", i, 5)
     counters.flush_all()
