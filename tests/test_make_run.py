@@ -117,7 +117,8 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
     try:
         banner = wait_ready(base, proc, log)
         db_url = re.search(r"export DATABASE_URL='([^']+)'", banner).group(1)
-        assert "host=" in db_url and str(data_dir) in db_url, "not the embedded Postgres"
+        embedded_port = (data_dir / "data" / "pg.port").read_text().strip()
+        assert db_url.startswith(f"postgresql+psycopg2://postgres@127.0.0.1:{embedded_port}/")
         children += psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3, children  # web, worker, beat and what they forked
 
