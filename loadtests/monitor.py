@@ -1,4 +1,5 @@
-"""Poll ``GET /api/admin/counters/stats`` during the run to see how far the flush lags."""
+"""Poll ``GET /api/admin/counters/stats`` during the run to see how far the flush lags,
+and the machine's CPU use, to tell a slow engine from a saturated machine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from pathlib import Path
 import requests
 
 POLL_INTERVAL_S = 0.5
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (Linux only)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 class LagMonitor(threading.Thread):
@@ -28,6 +40,8 @@ class LagMonitor(threading.Thread):
         self.samples = 0
         self.errors = 0
         self.last: dict = {}
+        self.cpu_samples: list[float] = []
+        self._cpu_prev = _cpu_times()
 
     def sample(self) -> dict | None:
         try:
@@ -41,6 +55,7 @@ class LagMonitor(threading.Thread):
     def run(self) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             while not self.halt.wait(POLL_INTERVAL_S):
+                self._sample_cpu()
                 stats = self.sample()
                 if stats is None:
                     continue
@@ -52,6 +67,22 @@ class LagMonitor(threading.Thread):
                     self.max_lag_s, self.max_lag_at_s = lag, t
                 self.max_pending = max(self.max_pending, int(stats.get("pending") or 0))
                 f.write(json.dumps({"t": round(t, 3), **stats}) + "\n")
+
+    def _sample_cpu(self) -> None:
+        now = _cpu_times()
+        if now is not None and self._cpu_prev is not None:
+            busy, total = now[0] - self._cpu_prev[0], now[1] - self._cpu_prev[1]
+            if total > 0:
+                self.cpu_samples.append(100.0 * busy / total)
+        self._cpu_prev = now
+
+    @property
+    def cpu_mean(self) -> float:
+        return sum(self.cpu_samples) / len(self.cpu_samples) if self.cpu_samples else 0.0
+
+    @property
+    def cpu_max(self) -> float:
+        return max(self.cpu_samples, default=0.0)
 
     def stop(self) -> None:
         self.halt.set()

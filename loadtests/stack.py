@@ -116,6 +116,7 @@ class Stack:
         web_threads: int,
         worker_concurrency: int,
         flush_interval_s: float,
+        keep_alive_s: int = 10,
     ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -136,6 +137,9 @@ class Stack:
                 *(py, "-m", "gunicorn", "app:create_app()"),
                 *("--bind", f"127.0.0.1:{self.port}", "--workers", str(web_workers)),
                 *("--threads", str(web_threads), "--backlog", "2048"),
+                # Longer than any user's think time: a server closing an idle keep-alive
+                # connection just as the client reuses it loses that request.
+                *("--keep-alive", str(keep_alive_s)),
             ],
             "worker": [
                 *(py, "-m", "celery", "-A", "app.celery_utils", "worker", "--loglevel=INFO"),

@@ -142,10 +142,12 @@ def check_recounts(stored: Values, exact: Values) -> Check:
     return check
 
 
-def check_rows(ledger: Ledger, rows: set, users: set[int]) -> Check:
-    """Rows of the load's users == the toggles they left in place (unknowns may go either way)."""
+def check_rows(ledger: Ledger, rows: set, keys: Values) -> Check:
+    """The like/collect rows on the run's targets == the toggles its users left in place
+    (a toggle whose last request got no answer may go either way)."""
+    targets = {(tt, tid) for _col, tt, tid in keys}
     present, maybe = ledger.present(), ledger.maybe()
-    ours = {r for r in rows if r[0] in users}
+    ours = {r for r in rows if (r[2], r[3]) in targets}
     check = Check("like/collect rows == toggles left in place", len(ours | present))
     for row in sorted(present - ours):
         check.mismatches.append(Mismatch("rows", str(row), "a row", "none"))
