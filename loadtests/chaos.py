@@ -47,12 +47,15 @@ class Chaos:
         self.faults = plan(duration_s, self.rng)
         self.log: list[str] = []
         self.started = time.monotonic()
+        self.restart_s: list[float] = []  # worker restart -> "ready." in its log
+        self._booting: tuple[int, float] | None = None  # (log offset, restart time)
 
     def _note(self, text: str) -> None:
         self.log.append(f"t={time.monotonic() - self.started:5.1f}s  {text}")
 
     def step(self) -> None:
         """Inject every fault that is due now."""
+        self._check_ready()
         now = time.monotonic() - self.started
         while self.faults and self.faults[0].at_s <= now:
             fault = self.faults.pop(0)
@@ -77,6 +80,7 @@ class Chaos:
         return False
 
     def _kill_worker(self, in_task: bool) -> None:
+        self._check_ready()
         proc = self.stack.procs["worker"]
         how = "between tasks"
         if in_task:
@@ -87,8 +91,22 @@ class Chaos:
         down = self.rng.uniform(*DOWNTIME_S)
         self._note(f"SIGKILL worker pid {proc.pid} and its pool ({how}); down {down:.1f}s")
         time.sleep(down)
+        offset = self.stack.log_path("worker").stat().st_size
         new = self.stack.start("worker")
+        self._booting = (offset, time.monotonic())
         self._note(f"worker restarted, pid {new.pid}")
+
+    def _check_ready(self) -> None:
+        if self._booting is None:
+            return
+        offset, since = self._booting
+        with open(self.stack.log_path("worker"), "rb") as f:
+            f.seek(offset)
+            ready = b" ready." in f.read()
+        if ready:
+            self.restart_s.append(time.monotonic() - since)
+            self._note(f"worker ready {self.restart_s[-1]:.1f}s after its restart")
+            self._booting = None
 
     def _restart_beat(self) -> None:
         proc = self.stack.procs["beat"]

@@ -87,6 +87,9 @@ def run(opts: Options) -> int:
             _run(opts, out, servers, stack, result)
         except Exception as exc:  # noqa: BLE001 - any setup failure is a failed run
             result.problems.append(f"run aborted: {type(exc).__name__}: {exc}")
+            for name, code in stack.dead().items():
+                result.problems.append(f"{name} exited with code {code}")
+                result.say(f"--- {stack.log_path(name)} (tail):\n{tail(stack.log_path(name))}")
         finally:
             stack.stop_all()
     verdict = _verdict(result)
@@ -261,7 +264,7 @@ def _report(opts, out, result, stack, monitor, chaos, ledger, drain_s) -> None:
         say("  engine totals: " + ", ".join(shown))
     if monitor.cpu_samples:
         say(
-            f"  machine CPU busy during the load: mean {monitor.cpu_mean:.0f}%, "
+            f"  machine CPU busy (all processes) during the load: mean {monitor.cpu_mean:.0f}%, "
             f"max {monitor.cpu_max:.0f}% ({os.cpu_count()} cores)"
         )
 
