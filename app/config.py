@@ -1,0 +1,79 @@
+"""Configuration: defaults, then the environment, then ``create_app(test_config)``.
+
+Every key is also an environment variable of the same name. ``DATABASE_URL`` becomes
+``SQLALCHEMY_DATABASE_URI`` (rewritten to the psycopg2 driver); intervals are seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from engine import DEFAULT_SHARDS
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MAX_CONTENT_LENGTH_BYTES = 1024 * 1024
+
+DEFAULTS: dict = {
+    "DATABASE_URL": DEFAULT_DATABASE_URL,
+    "REDIS_URL": DEFAULT_REDIS_URL,
+    "ADMIN_TOKEN": None,
+    "COUNTERS_FLUSH_INTERVAL": 2.0,  # s
+    "COUNTERS_RECONCILE_INTERVAL": 3600.0,  # s
+    "COUNTERS_SHARDS": DEFAULT_SHARDS,
+    "COUNTERS_PREFIX": "ctr",
+    "COUNTERS_REDIS_URL": None,  # None: the counters share REDIS_URL
+    "COUNTERS_REDIS_CLUSTER": False,
+    "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH_BYTES,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "CELERY": {},  # Celery settings that override the ones built in app.celery_utils
+}
+
+PARSERS = {
+    "COUNTERS_FLUSH_INTERVAL": float,
+    "COUNTERS_RECONCILE_INTERVAL": float,
+    "COUNTERS_SHARDS": int,
+    "COUNTERS_REDIS_CLUSTER": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
+}
+
+ENV_KEYS = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ADMIN_TOKEN",
+    "COUNTERS_FLUSH_INTERVAL",
+    "COUNTERS_RECONCILE_INTERVAL",
+    "COUNTERS_SHARDS",
+    "COUNTERS_PREFIX",
+    "COUNTERS_REDIS_URL",
+    "COUNTERS_REDIS_CLUSTER",
+]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (as hosting providers hand them out) -> psycopg2."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme) :]
+    return url
+
+
+def from_environ(environ: Mapping[str, str]) -> dict:
+    out = {}
+    for key in ENV_KEYS:
+        value = environ.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            out[key] = PARSERS.get(key, str)(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} is not a valid value") from None
+    return out
+
+
+def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict:
+    config = {**DEFAULTS, **from_environ(environ), **(test_config or {})}
+    config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config["DATABASE_URL"])
+    config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
+    if config["COUNTERS_FLUSH_INTERVAL"] <= 0 or config["COUNTERS_RECONCILE_INTERVAL"] <= 0:
+        raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
+    return config
