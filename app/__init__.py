@@ -1,0 +1,53 @@
+"""The reference Flask app of the counter engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dotenv import find_dotenv, load_dotenv
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import config
+from .celery_utils import celery_init_app
+from .cli import register_cli
+from .counters import build_counters
+from .errors import register_error_handlers
+from .extensions import db, migrate
+from .ids import IdConverter
+from .routes import register_blueprints
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Config from defaults, then the environment (and ``.env``), then ``test_config``.
+
+    ``.env`` is read only without ``test_config``, so a developer's file never leaks
+    into tests.
+    """
+    if test_config is None:
+        load_dotenv(find_dotenv(usecwd=True))
+    app = Flask(__name__, static_folder=None)
+    app.config.from_mapping(config.load(os.environ, test_config))
+    app.url_map.converters["id"] = IdConverter
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    with app.app_context():
+        app.extensions["counters"] = build_counters(app.config, db.engine)
+
+    register_error_handlers(app)
+    app.before_request(_refuse_large_bodies)
+    register_blueprints(app)
+    register_cli(app)
+    celery_init_app(app)
+    return app
+
+
+def _refuse_large_bodies():
+    """413 from the declared length, also on endpoints that never read the body."""
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge()

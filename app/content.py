@@ -1,0 +1,106 @@
+"""Posts and articles (and their comments): one implementation for both kinds."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from engine import CounterError
+
+from .counted import counted_write
+from .counters import get_counters
+from .extensions import db
+from .kinds import COUNT_COLUMNS, Kind
+from .models import UserAction
+
+log = logging.getLogger(__name__)
+
+
+class NotAuthor(Exception):
+    """Only its author may delete a post or an article."""
+
+
+def _columns(kind: Kind):
+    m = kind.model
+    return (m.id, m.title, m.content, m.author_id, m.created_at)
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(COUNT_COLUMNS, 0)
+
+
+def create(kind: Kind, author_id: int, title: str, content: str) -> sa.Row:
+    """Insert a row and mark it in the existence index.
+
+    The mark is set before the commit: the index may then name a row that never
+    committed (its views are dropped at flush, as for a deleted row), but it never
+    misses a committed row, which would 404 its views until the next index reload.
+    """
+    conn = db.session.connection()
+    row = conn.execute(
+        sa.insert(kind.model)
+        .values(title=title, content=content, author_id=author_id)
+        .returning(*_columns(kind))
+    ).one()
+    get_counters().existence.mark(kind.table, [row.id])
+    db.session.commit()
+    return row
+
+
+def get(kind: Kind, row_id: int) -> sa.Row | None:
+    return db.session.execute(sa.select(*_columns(kind)).where(kind.model.id == row_id)).first()
+
+
+def page(kind: Kind, limit: int, after: int | None) -> tuple[list[sa.Row], bool]:
+    """Newest first, keyset on id: rows with ids below ``after``; and whether more follow."""
+    query = sa.select(*_columns(kind)).order_by(kind.model.id.desc()).limit(limit + 1)
+    if after is not None:
+        query = query.where(kind.model.id < after)
+    rows = list(db.session.execute(query))
+    return rows[:limit], len(rows) > limit
+
+
+def exists(table: str, row_id: int) -> bool:
+    query = sa.text(f"SELECT 1 FROM {table} WHERE id = :id")
+    return db.session.execute(query, {"id": row_id}).first() is not None
+
+
+def delete(kind: Kind, row_id: int, user_id: int) -> bool:
+    """Delete a row, its actions and (by cascade) its comments; False when it is not there.
+
+    Pending deltas of the row are dropped by the next flush. The row is locked first so
+    that concurrent action writers (``FOR KEY SHARE``) finish before, or find it gone.
+    """
+    m = kind.model
+    conn = db.session.connection()
+    author = conn.execute(sa.select(m.author_id).where(m.id == row_id).with_for_update()).scalar()
+    if author is None:
+        db.session.rollback()
+        return False
+    if author != user_id:
+        db.session.rollback()
+        raise NotAuthor()
+    conn.execute(
+        sa.delete(UserAction).where(
+            UserAction.target_type == kind.target_type, UserAction.target_id == row_id
+        )
+    )
+    conn.execute(sa.delete(m).where(m.id == row_id))
+    db.session.commit()
+    try:
+        get_counters().existence.unmark(kind.table, [row_id])
+    except CounterError:  # the row is gone either way; its stray deltas are dropped at flush
+        log.warning("could not unmark deleted %s %d", kind.table, row_id, exc_info=True)
+    return True
+
+
+def add_comment(kind: Kind, parent_id: int, author_id: int, content: str) -> sa.Row:
+    """Insert a comment and count it on its parent; raises TargetMissing."""
+    c = kind.comment_model
+    statement = (
+        sa.insert(c)
+        .values({kind.comment_fk: parent_id, "author_id": author_id, "content": content})
+        .returning(c.id, getattr(c, kind.comment_fk), c.author_id, c.content, c.created_at)
+    )
+    return counted_write(kind.table, parent_id, kind.comments, statement, 1)

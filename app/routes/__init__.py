@@ -1,0 +1,10 @@
+"""One blueprint per area of the API."""
+
+from flask import Flask
+
+from . import actions, admin, articles, comments, health, posts, users
+
+
+def register_blueprints(app: Flask) -> None:
+    for module in (users, posts, articles, comments, actions, admin, health):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,113 @@
+"""The blueprint builder shared by ``/api/posts`` and ``/api/articles``."""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+from flask import Blueprint, g
+
+from .. import content, pageviews
+from ..auth import user_required
+from ..counted import TargetMissing
+from ..counters import get_counters
+from ..errors import ApiError, not_found
+from ..kinds import Kind
+from ..payload import json_object, query_int, text
+
+TITLE_CHARS = (1, 200)
+CONTENT_CHARS = (0, 100_000)
+COMMENT_CHARS = (1, 10_000)
+PAGE_LIMIT = (1, 100)
+PAGE_LIMIT_DEFAULT = 20
+
+
+def iso(dt) -> str:
+    return dt.astimezone(timezone.utc).isoformat()
+
+
+def item_json(row, counts: dict[str, int]) -> dict:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "content": row.content,
+        "author_id": row.author_id,
+        "created_at": iso(row.created_at),
+        "counts": counts,
+    }
+
+
+def comment_json(kind: Kind, row) -> dict:
+    return {
+        "id": row.id,
+        kind.comment_fk: getattr(row, kind.comment_fk),
+        "author_id": row.author_id,
+        "content": row.content,
+        "created_at": iso(row.created_at),
+        "likes_count": 0,
+    }
+
+
+def content_blueprint(kind: Kind) -> Blueprint:
+    bp = Blueprint(kind.table, __name__, url_prefix=f"/api/{kind.table}")
+    what = kind.target_type
+
+    @bp.post("")
+    @user_required
+    def create():
+        data = json_object()
+        title = text(data, "title", *TITLE_CHARS)
+        body = text(data, "content", *CONTENT_CHARS)
+        row = content.create(kind, g.user_id, title, body)
+        return item_json(row, content.zero_counts()), 201
+
+    @bp.get("")
+    def index():
+        limit = query_int("limit", PAGE_LIMIT_DEFAULT, *PAGE_LIMIT)
+        after = query_int("after", None, 1, 2**63 - 1)
+        rows, more = content.page(kind, limit, after)
+        counts = get_counters().read(kind.table, [r.id for r in rows]) if rows else {}
+        items = [item_json(r, counts[r.id]) for r in rows if r.id in counts]
+        return {"items": items, "next": rows[-1].id if more else None}
+
+    @bp.get("/<id:row_id>")
+    def show(row_id: int):
+        found = pageviews.view_and_read(kind, row_id)
+        if found is None:
+            raise not_found(what)
+        return item_json(*found)
+
+    @bp.post("/<id:row_id>/view")
+    def view(row_id: int):
+        if not pageviews.count_view(kind, row_id):
+            raise not_found(what)
+        return "", 204
+
+    @bp.get("/<id:row_id>/counts")
+    def counts(row_id: int):
+        found = get_counters().read(kind.table, [row_id]).get(row_id)
+        if found is None:
+            raise not_found(what)
+        return found
+
+    @bp.delete("/<id:row_id>")
+    @user_required
+    def delete(row_id: int):
+        try:
+            deleted = content.delete(kind, row_id, g.user_id)
+        except content.NotAuthor:
+            raise ApiError(403, "forbidden", f"only its author may delete this {what}") from None
+        if not deleted:
+            raise not_found(what)
+        return "", 204
+
+    @bp.post("/<id:row_id>/comments")
+    @user_required
+    def comment(row_id: int):
+        body = text(json_object(), "content", *COMMENT_CHARS)
+        try:
+            row = content.add_comment(kind, row_id, g.user_id, body)
+        except TargetMissing:
+            raise not_found(what) from None
+        return comment_json(kind, row), 201
+
+    return bp
