@@ -1,0 +1,216 @@
+"""Fixtures for the app's tests: one scratch database migrated once per session, and
+Redis db 15 for counters and broker.
+
+Several test runs may share db 15 (a developer's run next to ``make test``): each
+run keys its counters with its own prefix and its Celery messages with its own
+queue, and cleans only those keys, before and after each test."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+
+import flask_migrate
+import pytest
+import redis
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db
+from tests.servers import redis_url
+
+REDIS_DB = 15
+RUN = uuid.uuid4().hex[:10]
+PREFIX = f"t{RUN}"  # this run's counter keys: {t<run>:<shard>}:..., {t<run>}:stats
+QUEUE = f"test-{RUN}"
+ADMIN_TOKEN = "test-admin-token"
+APP_TABLES = (
+    "users, posts, articles, post_comments, comments, user_actions, "
+    "comment_likes, post_comment_likes"
+)
+COUNTED_TABLES = ("users", "posts", "articles", "post_comments", "comments", "user_actions")
+LIKE_TABLES = ("comment_likes", "post_comment_likes")
+
+
+def pytest_configure(config):
+    # Celery's Redis result backend (celery.backends.redis) still calls SETEX, which
+    # redis-py 8 deprecates; nothing in this project calls it.
+    config.addinivalue_line(
+        "filterwarnings",
+        r"ignore:Call to deprecated setex\.:DeprecationWarning:celery\.backends\.redis",
+    )
+
+
+def app_config(database_url: str, **overrides) -> dict:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url(REDIS_DB),
+        "COUNTERS_REDIS_URL": None,
+        "COUNTERS_REDIS_CLUSTER": False,
+        "COUNTERS_SHARDS": 4,
+        "COUNTERS_PREFIX": PREFIX,
+        "CELERY": {"task_default_queue": QUEUE},
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        **overrides,
+    }
+
+
+def close_app(app) -> None:
+    with app.app_context():
+        db.engine.dispose()
+    app.extensions["counters"].buffer.redis.close()
+
+
+@pytest.fixture(scope="session")
+def app_db(database_factory):
+    scratch = database_factory("app")
+    app = create_app(app_config(scratch.url))
+    with app.app_context():
+        flask_migrate.upgrade()
+    close_app(app)
+    return scratch
+
+
+def counter_keys(client) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"{{{PREFIX}*", count=1000))
+
+
+def clean_redis(client) -> None:
+    keys = counter_keys(client) + list(client.scan_iter(match=f"*{QUEUE}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def r():
+    """Redis db 15, without this run's counter keys and queue."""
+    client = redis.Redis.from_url(redis_url(REDIS_DB))
+    clean_redis(client)
+    yield client
+    clean_redis(client)
+    client.close()
+
+
+@pytest.fixture
+def make_app(app_db, r):
+    """``make_app(**config)``: an app on the test database and Redis db 15."""
+    made = []
+
+    def make(**overrides):
+        app = create_app(app_config(app_db.url, **overrides))
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        close_app(app)
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("DELETE FROM counter_shards"))
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def sql(app):
+    with app.app_context():
+        return db.engine
+
+
+@pytest.fixture
+def counters(app):
+    return app.extensions["counters"]
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_user(client, username: str) -> str:
+    response = client.post("/api/users", json={"username": username})
+    assert response.status_code == 201, response.json
+    return response.json["token"]
+
+
+@pytest.fixture
+def user(client) -> str:
+    """A user's bearer token."""
+    return new_user(client, "alice")
+
+
+@pytest.fixture
+def other(client) -> str:
+    return new_user(client, "bob")
+
+
+def create(client, token: str, kind: str = "posts", title: str = "Hello") -> int:
+    response = client.post(
+        f"/api/{kind}", json={"title": title, "content": "body"}, headers=bearer(token)
+    )
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def comment(client, token: str, kind: str, parent: int, content: str = "hi") -> int:
+    response = client.post(
+        f"/api/{kind}/{parent}/comments", json={"content": content}, headers=bearer(token)
+    )
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def act(client, token: str, action: str, target: str, target_id: int):
+    body = {"action_type": action, "target_type": target, "target_id": target_id}
+    return client.post("/api/actions", json=body, headers=bearer(token))
+
+
+def stored(sql, table: str, column: str, row_id: int) -> int:
+    with sql.connect() as conn:
+        query = sa.text(f"SELECT {column} FROM {table} WHERE id = :id")
+        return conn.execute(query, {"id": row_id}).scalar_one()
+
+
+def row_counts(sql) -> dict[str, int]:
+    with sql.connect() as conn:
+        return {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in (*COUNTED_TABLES, *LIKE_TABLES)
+        }
+
+
+@pytest.fixture
+def unchanged(r, sql):
+    """``with unchanged():`` asserts the block created no Redis key, changed no Redis
+    value and inserted no row."""
+
+    def dump():
+        return {k: r.dump(k) for k in counter_keys(r)}
+
+    @contextmanager
+    def check():
+        keys, rows = dump(), row_counts(sql)
+        yield
+        assert dump() == keys
+        assert row_counts(sql) == rows
+
+    return check
+
+
+def assert_error(response, status: int, error: str | None = None) -> None:
+    """Every error under /api is ``{"error", "message"}`` JSON."""
+    assert response.status_code == status, (response.status_code, response.data[:300])
+    assert response.mimetype == "application/json"
+    assert set(response.json) == {"error", "message"}, response.json
+    assert isinstance(response.json["message"], str)
+    if error is not None:
+        assert response.json["error"] == error

@@ -1,0 +1,113 @@
+"""Celery wiring: config, beat schedule, task names, and a real worker end to end."""
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from celery.app.utils import find_app
+from celery.contrib.testing.worker import start_worker
+
+from app import celery_utils
+from app.tasks import flush_counters
+from engine import BufferUnavailable, StoreUnavailable
+from tests.app.conftest import REDIS_DB, act, bearer, create, stored
+from tests.servers import ROOT, redis_url
+
+TASKS = [
+    "flush_counters",
+    "reconcile_counters",
+    "update_post_counts",
+    "update_article_counts",
+    "update_post_comment_likes_count",
+    "update_article_comment_likes_count",
+    "update_post_view_count",
+]
+
+
+def test_beat_schedule_runs_flush_and_reconcile_at_the_configured_intervals(make_app):
+    app = make_app(COUNTERS_FLUSH_INTERVAL=7, COUNTERS_RECONCILE_INTERVAL=120)
+    conf = app.extensions["celery"].conf
+    schedule = conf.beat_schedule
+    assert schedule["flush-counters"]["task"] == "app.tasks.flush_counters"
+    assert schedule["flush-counters"]["schedule"] == 7
+    assert schedule["flush-counters"]["options"]["expires"] == 7
+    assert schedule["reconcile-counters"]["task"] == "app.tasks.reconcile_counters"
+    assert schedule["reconcile-counters"]["schedule"] == 120
+    assert conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert conf.redbeat_redis_url == redis_url(REDIS_DB)
+    assert conf.redbeat_lock_timeout >= 5 * conf.beat_max_loop_interval
+
+
+def test_default_intervals_come_from_the_environment(app_db, monkeypatch):
+    from app import create_app
+    from tests.app.conftest import app_config, close_app
+
+    monkeypatch.setenv("COUNTERS_FLUSH_INTERVAL", "3")
+    monkeypatch.setenv("COUNTERS_RECONCILE_INTERVAL", "600")
+    config = app_config(app_db.url)
+    del config["REDIS_URL"]
+    app = create_app(config)
+    try:
+        schedule = app.extensions["celery"].conf.beat_schedule
+        assert schedule["flush-counters"]["schedule"] == 3.0
+        assert schedule["reconcile-counters"]["schedule"] == 600.0
+    finally:
+        close_app(app)
+
+
+def test_celery_config_is_safe_for_redelivery(app):
+    conf = app.extensions["celery"].conf
+    assert conf.broker_url == conf.result_backend == redis_url(REDIS_DB)
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.timezone == "UTC" and conf.result_expires
+
+
+def test_tasks_have_the_original_names_and_retry_policy(app):
+    registered = app.extensions["celery"].tasks
+    for name in TASKS:
+        task = registered[f"app.tasks.{name}"]
+        assert task.max_retries == 5 and task.retry_backoff and task.retry_jitter
+        assert task.retry_backoff_max == 60
+        assert {StoreUnavailable, BufferUnavailable} <= set(task.autoretry_for)
+
+
+def test_importing_celery_utils_builds_nothing():
+    code = (
+        "import app.celery_utils as m, flask; "
+        "assert m._celery is None and 'celery' not in vars(m); "
+        "assert not [o for o in vars(m).values() if isinstance(o, flask.Flask)]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_celery_cli_finds_the_app_lazily(app_db, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", app_db.url)
+    monkeypatch.setenv("REDIS_URL", redis_url(REDIS_DB))
+    monkeypatch.setattr(celery_utils, "_celery", None)
+    found = find_app("app.celery_utils")  # what `celery -A app.celery_utils` does
+    assert found is celery_utils.celery_app
+    assert found.conf.broker_url == redis_url(REDIS_DB)
+    assert "app.tasks.flush_counters" in found.tasks
+
+
+@pytest.mark.timeout(60)
+def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql):
+    post = create(client, user)
+    for _ in range(4):
+        client.post(f"/api/posts/{post}/view")
+    act(client, user, "like", "post", post)
+    act(client, other, "like", "post", post)
+    act(client, other, "like", "post", post)  # a no-op
+    celery = app.extensions["celery"]
+    celery.conf.worker_hijack_root_logger = False
+    with start_worker(celery, pool="solo", perform_ping_check=False):
+        summary = flush_counters.delay().get(timeout=30)
+    assert summary["flushed"] == 2 and summary["errors"] == []
+    assert stored(sql, "posts", "view_count", post) == 4
+    assert stored(sql, "posts", "likes_count", post) == 2
+    with sql.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM counter_shards")).scalar_one() == 1
+    assert client.get(f"/api/posts/{post}/counts", headers=bearer(user)).json["view_count"] == 4

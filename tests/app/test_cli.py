@@ -1,0 +1,54 @@
+"""flask --app app counters flush|reconcile|stats, users create, seed-demo."""
+
+import json
+
+import sqlalchemy as sa
+
+from tests.app.conftest import bearer, create
+
+
+def run(app, *args):
+    result = app.test_cli_runner().invoke(args=list(args))
+    return result
+
+
+def test_users_create_prints_a_working_token(app, client):
+    result = run(app, "users", "create", "dora")
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert created["username"] == "dora"
+    create(client, created["token"])
+
+
+def test_users_create_refuses_bad_or_taken_names(app, user):
+    assert run(app, "users", "create", "a!").exit_code != 0
+    taken = run(app, "users", "create", "alice")
+    assert taken.exit_code != 0 and "taken" in taken.output
+
+
+def test_counters_commands_print_json(app, client, user, sql):
+    post = create(client, user)
+    client.post(f"/api/posts/{post}/view")
+    stats = json.loads(run(app, "counters", "stats").output)
+    assert stats["pending"] == 1
+    flushed = json.loads(run(app, "counters", "flush").output)
+    assert flushed["flushed"] == 1
+    with sql.connect() as conn:
+        assert conn.execute(sa.text("SELECT view_count FROM posts")).scalar_one() == 1
+    reconciled = json.loads(run(app, "counters", "reconcile").output)
+    assert reconciled["fixed"] == 0 and reconciled["checked"] == 4
+
+
+def test_seed_demo_is_repeatable(app, client):
+    first = run(app, "seed-demo")
+    assert first.exit_code == 0, first.output
+    seeded = json.loads(first.output)
+    assert set(seeded["users"]) == {"alice", "bob", "carol"}
+    assert len(seeded["posts"]) == 3 and len(seeded["articles"]) == 2
+    post = seeded["posts"][0]
+    assert client.get(f"/api/posts/{post}/counts").json["comments_count"] == 1
+    again = json.loads(run(app, "seed-demo").output)
+    assert again["posts"] == [] and again["articles"] == []
+    assert len(client.get("/api/posts").json["items"]) == 3
+    token = again["users"]["bob"]["token"]  # reissued, and it works
+    assert client.delete(f"/api/posts/{post}", headers=bearer(token)).status_code == 403
