@@ -57,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", type=Path, help="output folder (default loadtests/out/run-<time>)")
     r.add_argument("--chaos-seed", type=int, help="seed of the fault plan's randomness")
+    r.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also run the admin reconcile every S seconds during the load (default off)",
+    )
     return p
 
 
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_s=args.wait,
             out=args.out,
             chaos_seed=args.chaos_seed,
+            reconcile_every_s=args.reconcile_every,
         )
     )
 

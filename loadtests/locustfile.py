@@ -120,8 +120,11 @@ def _failure(resp, expected: tuple[int, ...]) -> str:
 
 def _check_list(resp) -> str | None:
     items = resp.json()["items"]
-    if not items or any(item["counts"]["view_count"] < 0 for item in items):
-        return f"bad post list: {(resp.text or '')[:200]}"
+    ids = [item["id"] for item in items]
+    if not items or ids != sorted(ids, reverse=True):
+        return f"post list empty or not newest first: {ids}"
+    if any(v < 0 for item in items for v in item["counts"].values()):
+        return f"negative count in the post list: {(resp.text or '')[:200]}"
     return None
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from .stack import http
+
 POLL_INTERVAL_S = 0.5
 
 
@@ -45,7 +47,7 @@ class LagMonitor(threading.Thread):
 
     def sample(self) -> dict | None:
         try:
-            resp = requests.get(self.url, headers=self.headers, timeout=5)
+            resp = http().get(self.url, headers=self.headers, timeout=5)
             resp.raise_for_status()
             return resp.json()
         except (requests.RequestException, ValueError):
@@ -87,3 +89,36 @@ class LagMonitor(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(timeout=10)
+
+
+class PeriodicReconcile(threading.Thread):
+    """``POST /api/admin/counters/reconcile`` every ``every_s`` during the load (G4).
+
+    In a run without lost answers the counters never drift, so any fix it reports
+    is a finding: either real drift or a recount that miscounted pending deltas.
+    """
+
+    def __init__(self, admin, every_s: float) -> None:
+        super().__init__(name="reconcile", daemon=True)
+        self.admin = admin
+        self.every_s = every_s
+        self.halt = threading.Event()
+        self.runs = 0
+        self.checked = 0
+        self.fixes: list[dict] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every_s):
+            try:
+                result = self.admin("POST", "reconcile", timeout=120)
+            except (requests.RequestException, ValueError) as exc:
+                self.errors.append(str(exc))
+                continue
+            self.runs += 1
+            self.checked += int(result.get("checked") or 0)
+            self.fixes.extend(result.get("fixes") or [])
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=130)

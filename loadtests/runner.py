@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from . import report, verify
 from .accounting import EventLog, build_ledger, read_events
 from .chaos import Chaos
-from .monitor import LagMonitor
+from .monitor import LagMonitor, PeriodicReconcile
 from .seed import Seeder
 from .stack import ROOT, Servers, Stack, tail
 
@@ -53,6 +53,7 @@ class Options:
     wait_s: tuple[float, float] = (0.5, 2.0)
     out: Path | None = None
     chaos_seed: int | None = None
+    reconcile_every_s: float = 0.0
 
 
 @dataclass
@@ -121,11 +122,17 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
     monitor = LagMonitor(stack.base_url, stack.admin_token, out)
     monitor.start()
     chaos = Chaos(stack, opts.duration_s, opts.chaos_seed) if opts.chaos else None
+    reconciler = None
+    if opts.reconcile_every_s > 0:
+        reconciler = PeriodicReconcile(stack.admin, opts.reconcile_every_s)
+        reconciler.start()
     started = time.monotonic()
     try:
         rc = _load(opts, out, stack, chaos, result)
     finally:
         elapsed = time.monotonic() - started
+        if reconciler is not None:
+            reconciler.stop()
     say(f"load finished after {elapsed:.1f} s (locust exit {rc})")
 
     # G3 while the scheduled flushes are still draining: served counts are exact.
@@ -149,7 +156,7 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
         result.problems.append(
             f"the scheduled flush left {backlog} pending counters after {DRAIN_TIMEOUT_S:g} s"
         )
-    _report(opts, out, result, stack, monitor, chaos, ledger, drain_s if drained else None)
+    _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s if drained else None)
 
 
 def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: Outcome) -> int:
@@ -214,7 +221,7 @@ def _wait_drained(stack: Stack, opts: Options) -> tuple[bool, float, int]:
     return False, time.monotonic() - started, backlog
 
 
-def _report(opts, out, result, stack, monitor, chaos, ledger, drain_s) -> None:
+def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> None:
     say = result.say
     prefix = out / "run"
     rows, total = report.endpoint_stats(prefix)
@@ -297,6 +304,8 @@ def _report(opts, out, result, stack, monitor, chaos, ledger, drain_s) -> None:
         say("  " + check.line())
         if not check.ok:
             result.problems.append(f"{check.name}: {len(check.mismatches)} wrong")
+    if reconciler is not None:
+        _report_reconcile(result, reconciler)
     for name in ("web", "worker", "beat"):
         text = stack.log_path(name).read_text(errors="replace")
         if n := text.count("Traceback"):
@@ -304,6 +313,21 @@ def _report(opts, out, result, stack, monitor, chaos, ledger, drain_s) -> None:
     say("")
     if ledger.unknown and not result.problems:
         say(f"  {ledger.unknown} requests got no answer: their counters were checked as bounds")
+
+
+def _report_reconcile(result: Outcome, reconciler: PeriodicReconcile) -> None:
+    result.say(
+        f"  reconcile during the load: {reconciler.runs} runs, {reconciler.checked} counters "
+        f"checked, {len(reconciler.fixes)} fixed, {len(reconciler.errors)} failed"
+    )
+    for fix in reconciler.fixes[:10]:
+        result.say(f"    fixed {fix}")
+    for error in reconciler.errors[:5]:
+        result.say(f"    error {error[:300]}")
+    if reconciler.fixes:
+        result.problems.append(f"reconcile found drift {len(reconciler.fixes)}x during the load")
+    if reconciler.errors:
+        result.problems.append(f"{len(reconciler.errors)} reconcile calls failed")
 
 
 def _verdict(result: Outcome) -> str:

@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import requests
-
 from .accounting import EventLog
+from .stack import http
 
 SEED_THREADS = 8
 TIMEOUT_S = 30.0
@@ -40,7 +39,7 @@ class Seeder:
 
     def _post(self, path: str, body: dict, token: str | None = None, status: int = 201) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        resp = requests.post(self.base_url + path, json=body, headers=headers, timeout=TIMEOUT_S)
+        resp = http().post(self.base_url + path, json=body, headers=headers, timeout=TIMEOUT_S)
         if resp.status_code != status:
             raise RuntimeError(f"seeding: POST {path} -> {resp.status_code}: {resp.text[:300]}")
         return resp.json()
@@ -58,7 +57,7 @@ class Seeder:
         target_type, collection, target_id, (uid, token) = args
         # Logged before it is sent: an answer lost here is an "unknown", as for the load.
         n = self.log.sent("comment", target_type, target_id, uid)
-        resp = requests.post(
+        resp = http().post(
             f"{self.base_url}/api/{collection}/{target_id}/comments",
             json={"content": f"seed comment on {target_type} {target_id}"},
             headers={"Authorization": f"Bearer {token}"},

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +45,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_local = threading.local()
+
+
+def http() -> requests.Session:
+    """This thread's HTTP session to the app, ignoring any proxy in the environment
+    (all traffic goes to 127.0.0.1)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+    return session
 
 
 def _with_database(url: str, name: str) -> str:
@@ -152,7 +166,6 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts: dict[str, int] = {}
-        self.session = requests.Session()
 
     # -- processes -------------------------------------------------------------
 
@@ -226,7 +239,7 @@ class Stack:
             if "web" in self.dead():
                 break
             try:
-                resp = self.session.get(f"{self.base_url}/healthz", timeout=2)
+                resp = http().get(f"{self.base_url}/healthz", timeout=2)
                 if resp.status_code == 200:
                     return
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
@@ -238,7 +251,7 @@ class Stack:
     # -- admin API -------------------------------------------------------------
 
     def admin(self, method: str, path: str, timeout: float = 30.0) -> dict:
-        resp = self.session.request(
+        resp = http().request(
             method,
             f"{self.base_url}/api/admin/counters/{path}",
             headers={"Authorization": f"Bearer {self.admin_token}"},

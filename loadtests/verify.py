@@ -17,11 +17,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import requests
 import sqlalchemy as sa
 
 from .accounting import Ledger, Mismatch, compare
 from .seed import Seed
+from .stack import http
 
 CONTENT_COLUMNS = ("view_count", "likes_count", "collects_count", "shares_count", "comments_count")
 CONTENT = (("post", "posts", "post_comments", "post_id"),)
@@ -159,13 +159,11 @@ def check_rows(ledger: Ledger, rows: set, keys: Values) -> Check:
 def live_counters(base_url: str, keys: Values) -> Values:
     """The counts the API serves right now for every key (G3: Postgres + pending deltas)."""
     targets = sorted({(tt, tid) for _col, tt, tid in keys})
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=LIVE_THREADS))
 
     def fetch(target):
         tt, tid = target
         collection = {"post": "posts", "article": "articles"}.get(tt) or COMMENT_URL[tt]
-        resp = session.get(f"{base_url}/api/{collection}/{tid}/counts", timeout=30)
+        resp = http().get(f"{base_url}/api/{collection}/{tid}/counts", timeout=30)
         resp.raise_for_status()
         return target, resp.json()
 
