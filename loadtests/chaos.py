@@ -82,6 +82,9 @@ class Chaos:
     def _kill_worker(self, in_task: bool) -> None:
         self._check_ready()
         proc = self.stack.procs["worker"]
+        if self._booting is not None:
+            self._note("(the worker is killed before it logged ready)")
+            self._booting = None
         how = "between tasks"
         if in_task:
             how = "right after a task was received" if self._wait_for_task() else "no task seen"

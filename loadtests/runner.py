@@ -130,7 +130,8 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
     try:
         rc = _load(opts, out, stack, chaos, result)
     finally:
-        elapsed = time.monotonic() - started
+        load_ended = time.monotonic()
+        elapsed = load_ended - started
         if reconciler is not None:
             reconciler.stop()
     say(f"load finished after {elapsed:.1f} s (locust exit {rc})")
@@ -141,7 +142,7 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
         ledger = build_ledger(read_events(events))
         keys = verify.stored_counters(sql, seed)
         live = verify.live_counters(stack.base_url, keys)
-        drained, drain_s, backlog = _wait_drained(stack, opts)
+        drained, drain_s, backlog = _wait_drained(stack, opts, load_ended)
         monitor.stop()
         stored = verify.stored_counters(sql, seed)
         result.checks += [
@@ -205,20 +206,21 @@ def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: O
     return locust.returncode
 
 
-def _wait_drained(stack: Stack, opts: Options) -> tuple[bool, float, int]:
-    """Wait for the *scheduled* flush to leave nothing pending or in flight."""
-    started = time.monotonic()
+def _wait_drained(stack: Stack, opts: Options, since: float) -> tuple[bool, float, int]:
+    """Wait for the *scheduled* flush to leave nothing pending or in flight; returns
+    (drained, seconds since ``since``, counters left)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
     backlog = -1
-    while time.monotonic() - started < DRAIN_TIMEOUT_S:
+    while time.monotonic() < deadline:
         try:
             stats = stack.admin("GET", "stats", timeout=10)
             backlog = int(stats.get("pending") or 0)  # inflight included
             if backlog == 0:
-                return True, time.monotonic() - started, 0
+                return True, time.monotonic() - since, 0
         except Exception:  # noqa: BLE001 - keep polling until the deadline
             pass
         time.sleep(min(0.25, opts.flush_interval_s / 4))
-    return False, time.monotonic() - started, backlog
+    return False, time.monotonic() - since, backlog
 
 
 def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> None:
@@ -262,7 +264,7 @@ def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> 
         + (f", {monitor.errors} failed polls" if monitor.errors else "")
     )
     if drain_s is not None:
-        say(f"  after the load, the scheduled flush drained Redis in {drain_s:.1f} s")
+        say(f"  Redis seen drained by the scheduled flush {drain_s:.1f} s after the load ended")
     totals = monitor.last.get("totals") or {}
     interesting = ("flushes", "batches", "counters_applied", "claims_resumed")
     interesting += ("batches_already_applied", "flush_errors", "deltas_dropped")
@@ -295,7 +297,7 @@ def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> 
         else:
             acked_unknown[2] += n
     for op, (acked, unknown, other) in sorted(by_op.items()):
-        say(f"  {op:<10} {acked:>7} acknowledged  {unknown:>4} unknown  {other:>5} 4xx")
+        say(f"  {op:<10} {acked:>7} acknowledged  {unknown:>4} unknown  {other:>5} refused (4xx)")
     say(
         f"  {ledger.requests} counted requests logged by the users, {ledger.unknown} unknown "
         f"({ledger.never_answered} never answered); toggles left in place: {len(ledger.present())}"
