@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
 from flask import Flask, request
+from flask.helpers import get_load_dotenv
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import config
@@ -24,10 +25,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 def create_app(test_config: dict | None = None) -> Flask:
     """Config from defaults, then the environment (and ``.env``), then ``test_config``.
 
-    ``.env`` is read only without ``test_config``, so a developer's file never leaks
-    into tests.
+    ``.env`` (found from the working directory up; variables already set win) is read
+    only without ``test_config``, so a developer's file never leaks into tests, and
+    not when ``FLASK_SKIP_DOTENV=1``, as for the ``flask`` command.
     """
-    if test_config is None:
+    if test_config is None and get_load_dotenv():
         load_dotenv(find_dotenv(usecwd=True))
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(config.load(os.environ, test_config))
