@@ -1,0 +1,142 @@
+"""``python -m benchmarks``: every benchmark, one results file.
+
+    python -m benchmarks              # full run, a few minutes; writes benchmarks/results/
+    python -m benchmarks --quick      # tiny counts, seconds: checks that the harness works
+    python -m benchmarks --only flush,memory
+
+See benchmarks/README.md for what each one measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import flush_bench, http_bench, loadgen, memory_bench, report
+from .env import BenchEnv
+from .progress import Progress
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PARTS = ("http", "flush", "memory")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny counts (smoke test), no calibration")
+    p.add_argument(
+        "--only", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS)
+    )
+    p.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="directory for latest.{json,md,png}"
+    )
+    p.add_argument("--duration", type=float, help="seconds per HTTP run (default 5, quick 1)")
+    p.add_argument("--rounds", type=int, help="rounds of the fast HTTP variants (default 3)")
+    p.add_argument("--connections", type=int, default=16, help="keep-alive connections (16)")
+    p.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="auto: wrk when installed, else the built-in Python client",
+    )
+    p.add_argument("--no-png", action="store_true", help="skip the matplotlib chart")
+    return p.parse_args(argv)
+
+
+def background_cpu_busy(seconds: float = 2.0) -> float:
+    """Share of the machine's CPU that other processes use before we start."""
+    b0, t0 = loadgen._cpu_times()
+    time.sleep(seconds)
+    b1, t1 = loadgen._cpu_times()
+    return round((b1 - b0) / max(1, t1 - t0), 3)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    parts = [p for p in args.only.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    quick = args.quick
+    http_cfg = http_bench.HttpConfig(
+        duration_s=args.duration or (1.0 if quick else 5.0),
+        rounds=args.rounds or (1 if quick else 3),
+        connections=args.connections,
+        spread_posts=200 if quick else 10_000,
+        loadgen=args.loadgen,
+        calibrate=not quick,
+        warmup_s=0.0 if quick else 1.0,
+        drain_timeout_s=60 if quick else 180,
+    )
+    if "http" in parts and args.loadgen != "python" and loadgen.wrk_path() is None:
+        if args.loadgen == "wrk":
+            sys.exit("wrk is not installed: apt-get install wrk (or use --loadgen python)")
+        print(
+            "wrk not found (apt-get install wrk): using the built-in Python load generator, "
+            "which costs the server more CPU per request",
+            file=sys.stderr,
+        )
+    steps = 2  # background sample + report
+    if "http" in parts:
+        fast = len(http_bench.FAST) * len(http_bench.DISTRIBUTIONS) * http_cfg.rounds
+        steps += (
+            2
+            + int(http_cfg.calibrate)
+            + int(http_cfg.warmup_s > 0)
+            + fast
+            + len(http_bench.DISTRIBUTIONS)
+        )
+    steps += ("flush" in parts) + ("memory" in parts)
+    progress = Progress(steps)
+    started = time.monotonic()
+    results: dict = {
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": quick,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with BenchEnv() as env:
+        results.update(env.describe())
+        results["redis_db"] = env.redis_db
+        with progress.step("machine: CPU used by other processes") as p:
+            results["background_cpu_busy"] = background_cpu_busy(0.5 if quick else 2.0)
+            results["load_average"] = list(os.getloadavg())
+            busy = results["background_cpu_busy"]
+            p.result(f"{busy:.0%} busy" + ("  (numbers will be noisy)" if busy > 0.1 else ""))
+        if "http" in parts:
+            results["http"] = http_bench.run(env, http_cfg, progress)
+        if "flush" in parts:
+            with progress.step("flush: 1k/10k/100k counters vs raw unnest; 1M increments") as p:
+                if quick:
+                    results["flush"] = flush_bench.run(
+                        env, sizes=(100, 1_000), reps=1, big=(10_000, 100), progress=progress
+                    )
+                else:
+                    results["flush"] = flush_bench.run(env, progress=progress)
+        if "memory" in parts:
+            with progress.step("memory: Redis bytes per pending counter by shard count"):
+                if quick:
+                    results["memory"] = memory_bench.run(
+                        env, pending=2_000, shard_counts=(16, 256), code="pv", progress=progress
+                    )
+                else:
+                    results["memory"] = memory_bench.run(env, code="pv", progress=progress)
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    with progress.step("report: latest.json, latest.md, latest.png") as p:
+        results["targets"] = report.targets(results)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "latest.md").write_text(report.markdown(results))
+        if not args.no_png:
+            report.chart(results, args.out / "latest.png")
+        ok = sum(t["ok"] for t in results["targets"].values())
+        p.result(f"{ok}/{len(results['targets'])} targets met; written to {args.out}")
+    print(report.markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

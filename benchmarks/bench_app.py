@@ -1,0 +1,51 @@
+"""The app under benchmark: ``app.create_app()`` plus bench-only routes, so every variant
+is served by the same process, configuration and middleware.
+
+    gunicorn 'benchmarks.bench_app:create_bench_app()'
+
+Bench-only routes (never part of the product), all answering 204 with no body:
+
+* ``POST /bench/posts/<id>/noop``   counts nothing: the framework ceiling;
+* ``POST /bench/posts/<id>/sql``    one synchronous ``UPDATE posts … + 1`` per view;
+* ``POST /bench/posts/<id>/celery`` ``update_post_view_count.delay(id)`` per view.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask
+
+from app import create_app
+from app.errors import not_found
+from app.extensions import db
+from app.tasks import update_post_view_count
+
+UPDATE_VIEW = sa.text("UPDATE posts SET view_count = view_count + 1 WHERE id = :id")
+
+bp = Blueprint("bench", __name__, url_prefix="/bench/posts")
+
+
+@bp.post("/<id:row_id>/noop")
+def noop(row_id: int):
+    return "", 204
+
+
+@bp.post("/<id:row_id>/sql")
+def sql_per_view(row_id: int):
+    updated = db.session.execute(UPDATE_VIEW, {"id": row_id}).rowcount
+    db.session.commit()
+    if not updated:
+        raise not_found("post")
+    return "", 204
+
+
+@bp.post("/<id:row_id>/celery")
+def celery_per_view(row_id: int):
+    update_post_view_count.delay(row_id)
+    return "", 204
+
+
+def create_bench_app(test_config: dict | None = None) -> Flask:
+    app = create_app(test_config)
+    app.register_blueprint(bp)
+    return app

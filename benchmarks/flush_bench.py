@@ -1,0 +1,223 @@
+"""Flush cost: ``Counters.flush_all()`` against one raw ``UPDATE … FROM unnest`` of the
+same rows and deltas, in the same run, on the same table.
+
+* N dirty counters (1k, 10k, 100k), one delta each, spread over the default 16 shards:
+  the flush claims every shard in Redis, then per shard runs one transaction
+  (ledger upsert + one locking ``UPDATE … FROM unnest``) and releases the batch.
+* The raw baseline is what a flush could not beat: one statement with the same two
+  arrays, one transaction, no Redis, no ledger, no row-lock CTE.
+* 1M increments on 1k counters (each one a separate engine increment, pipelined
+  into Redis) against 1k increments on the same 1k counters: the flush cost should
+  follow the number of distinct counters, not of increments (contract G7).
+
+Every measurement runs ``reps`` times, raw and flush alternating which goes first,
+with a ``VACUUM`` of the table before each; the median is reported.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import sqlalchemy as sa
+
+from engine import Counter, Counters, Registry, schema
+from engine.sqlarrays import int_array
+
+TABLE = "bench_posts"
+CODE = "v"
+SHARDS = 16
+LOAD_CHUNK = 10_000  # increments per pipelined round trip when filling Redis
+
+DDL = f"""CREATE TABLE {TABLE} (
+    id bigint PRIMARY KEY,
+    title varchar(200) NOT NULL,
+    content text NOT NULL,
+    author_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    view_count bigint NOT NULL DEFAULT 0,
+    likes_count bigint NOT NULL DEFAULT 0,
+    collects_count bigint NOT NULL DEFAULT 0,
+    shares_count bigint NOT NULL DEFAULT 0,
+    comments_count bigint NOT NULL DEFAULT 0
+)"""
+
+RAW_UPDATE = sa.text(
+    f"""UPDATE {TABLE} t SET view_count = t.view_count + d.delta
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS bigint[])) AS d(id, delta)
+    WHERE t.id = d.id"""
+)
+
+
+def setup(sql: sa.Engine, rows: int) -> None:
+    schema.create(sql)
+    with sql.begin() as conn:
+        conn.execute(sa.text(DDL))
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {TABLE} (id, title, content, author_id) "
+                "SELECT g, 'post ' || g, repeat('lorem ipsum ', 20), 1 "
+                "FROM generate_series(1, :n) g"
+            ),
+            {"n": rows},
+        )
+    vacuum(sql, analyze=True)
+
+
+def vacuum(sql: sa.Engine, analyze: bool = False) -> None:
+    with sql.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"VACUUM {'ANALYZE ' if analyze else ''}{TABLE}"))
+
+
+def total_views(sql: sa.Engine) -> int:
+    with sql.connect() as conn:
+        query = sa.text(f"SELECT coalesce(sum(view_count), 0)::bigint FROM {TABLE}")
+        return int(conn.execute(query).scalar())
+
+
+def raw_update(sql: sa.Engine, ids: list[int], deltas: list[int]) -> float:
+    t0 = time.perf_counter()
+    with sql.begin() as conn:
+        conn.execute(RAW_UPDATE, {"ids": int_array(ids), "deltas": int_array(deltas)})
+    return time.perf_counter() - t0
+
+
+def load(counters: Counters, increments) -> float:
+    """Add each ``(id, delta)`` as its own engine increment, pipelined; returns seconds."""
+    t0 = time.perf_counter()
+    chunk: list = []
+    for row_id, delta in increments:
+        chunk.append((row_id, [(CODE, delta)]))
+        if len(chunk) >= LOAD_CHUNK:
+            counters.buffer.add_many(chunk)
+            chunk = []
+    if chunk:
+        counters.buffer.add_many(chunk)
+    return time.perf_counter() - t0
+
+
+class StageClock:
+    """Splits a flush_all() into Redis/sequence, SQL apply and commit time via the hook."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = time.perf_counter()
+        self.split = {"redis_and_seq_s": 0.0, "sql_apply_s": 0.0, "commit_s": 0.0}
+
+    def __call__(self, stage: str, shard: int) -> None:
+        now = time.perf_counter()
+        key = {"claimed": "redis_and_seq_s", "applied": "sql_apply_s", "committed": "commit_s"}
+        self.split[key[stage]] += now - self.last
+        self.last = now
+
+    def finish(self, total_s: float) -> dict:
+        # what follows the last commit (release, stats) is Redis work too
+        self.split["redis_and_seq_s"] += time.perf_counter() - self.last
+        self.split["python_and_other_s"] = max(0.0, total_s - sum(self.split.values()))
+        return {k: round(v, 6) for k, v in self.split.items()}
+
+
+def timed_flush(counters: Counters, clock: StageClock, expect: int) -> tuple[float, dict]:
+    clock.reset()
+    t0 = time.perf_counter()
+    summary = counters.flush_all()
+    took = time.perf_counter() - t0
+    if summary.counters != expect or summary.errors:
+        raise RuntimeError(f"flush applied {summary.counters} counters, expected {expect}")
+    return took, clock.finish(took)
+
+
+def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_000), progress=None):
+    """Returns the ``flush`` section of the results."""
+    sql = env.sql(pool_size=2)
+    r = env.redis()
+    rng = random.Random(7)
+    clock = StageClock()
+    registry = Registry([Counter(TABLE, "view_count", CODE)])
+    counters = Counters(r, sql, registry, shards=SHARDS, prefix="fb", hook=clock)
+    setup(sql, max(max(sizes), big[1]))
+    expected_total = 0
+    out: dict = {"shards": SHARDS, "reps": reps, "table_rows": max(max(sizes), big[1]), "sizes": {}}
+
+    for n in sizes:
+        raw_s, flush_s, splits = [], [], []
+        ids = list(range(1, n + 1))
+        for rep in range(reps):
+            deltas = [rng.randint(1, 3) for _ in ids]
+            order = ("raw", "flush") if rep % 2 == 0 else ("flush", "raw")
+            for what in order:
+                vacuum(sql)
+                if what == "raw":
+                    raw_s.append(raw_update(sql, ids, deltas))
+                else:
+                    load(counters, zip(ids, deltas, strict=True))
+                    took, split = timed_flush(counters, clock, n)
+                    flush_s.append(took)
+                    splits.append(split)
+                expected_total += sum(deltas)
+        raw_med, flush_med = statistics.median(raw_s), statistics.median(flush_s)
+        out["sizes"][str(n)] = {
+            "counters": n,
+            "raw_unnest_s": round(raw_med, 6),
+            "flush_s": round(flush_med, 6),
+            "ratio": round(flush_med / raw_med, 3),
+            "flush_counters_per_s": round(n / flush_med),
+            "flush_split": min(splits, key=lambda s: sum(s.values())),
+            "raw_runs_s": [round(x, 6) for x in raw_s],
+            "flush_runs_s": [round(x, 6) for x in flush_s],
+        }
+        if progress:
+            progress.note(
+                f"{n:>7} counters: flush {flush_med * 1000:8.1f} ms, "
+                f"raw unnest {raw_med * 1000:8.1f} ms, ratio {flush_med / raw_med:.2f}"
+            )
+
+    increments, distinct = big
+    few_s, many_s, load_s = [], [], []
+    ids = list(range(1, distinct + 1))
+    per_counter = increments // distinct
+    big_reps = reps if increments <= 100_000 else 1
+    for rep in range(max(reps, big_reps)):
+        vacuum(sql)
+        load(counters, ((i, 1) for i in ids))
+        few_s.append(timed_flush(counters, clock, distinct)[0])
+        expected_total += distinct
+        if rep < big_reps:
+            vacuum(sql)
+            # interleave ids so each shard's hash sees its counters bumped over and over
+            load_s.append(load(counters, ((i, 1) for _ in range(per_counter) for i in ids)))
+            many_s.append(timed_flush(counters, clock, distinct)[0])
+            expected_total += per_counter * distinct
+    few, many = statistics.median(few_s), statistics.median(many_s)
+    out["increments"] = {
+        "distinct_counters": distinct,
+        "increments": per_counter * distinct,
+        "flush_1_per_counter_s": round(few, 6),
+        "flush_many_per_counter_s": round(many, 6),
+        "ratio": round(many / few, 3),
+        "load_increments_per_s": round(per_counter * distinct / statistics.median(load_s)),
+        "runs_1_per_counter_s": [round(x, 6) for x in few_s],
+        "runs_many_per_counter_s": [round(x, 6) for x in many_s],
+    }
+    if progress:
+        progress.note(
+            f"{per_counter * distinct} increments on {distinct} counters: flush "
+            f"{many * 1000:.1f} ms vs {few * 1000:.1f} ms for {distinct} increments "
+            f"(ratio {many / few:.2f})"
+        )
+
+    got = total_views(sql)
+    if got != expected_total:
+        raise RuntimeError(f"Postgres holds {got} views, expected {expected_total}")
+    out["verified_total_views"] = got
+    with sql.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {TABLE}"))
+        conn.execute(sa.text("DELETE FROM counter_shards"))
+    for key in r.scan_iter("{fb*"):
+        r.delete(key)
+    r.close()
+    sql.dispose()
+    return out

@@ -1,0 +1,514 @@
+"""HTTP throughput and latency of every way to count a view, behind one gunicorn, one load
+generator, in one run: once on a single hot post, once spread over ``spread_posts`` posts.
+
+Variants (``benchmarks/bench_app.py`` adds the bench-only routes):
+
+* ``noop``            ``POST /bench/posts/<id>/noop``: same 204, counts nothing;
+* ``write_behind``    ``POST /api/posts/<id>/view``: the engine's hot path;
+* ``page``            ``GET /api/posts/<id>``: counts a view and returns the post;
+* ``sql_per_view``    ``POST /bench/posts/<id>/sql``: one synchronous UPDATE per view;
+* ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view.
+
+A Celery worker runs on the same machine for the whole phase, and a ticker in this
+process sends ``flush_counters`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
+would. "Persisted views/s" counts the views that reached Postgres, over the load time
+plus the time after it until they were all there (final flush, or the Celery queue
+drained).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import loadgen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VARIANTS = {
+    "noop": ("POST", "/bench/posts/{}/noop"),
+    "write_behind": ("POST", "/api/posts/{}/view"),
+    "page": ("GET", "/api/posts/{}"),
+    "sql_per_view": ("POST", "/bench/posts/{}/sql"),
+    "celery_per_view": ("POST", "/bench/posts/{}/celery"),
+}
+FAST = ("noop", "write_behind", "page", "sql_per_view")  # repeated every round
+DISTRIBUTIONS = ("hot", "spread")
+FLUSH_INTERVAL_S = 2.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class HttpConfig:
+    duration_s: float = 5.0
+    rounds: int = 3
+    connections: int = 16
+    spread_posts: int = 10_000
+    workers: int = 2
+    threads: int = 4
+    celery_concurrency: int = 2
+    loadgen: str = "auto"
+    calibrate: bool = True
+    drain_timeout_s: float = 180.0
+    warmup_s: float = 1.0
+
+    def gunicorn_args(self) -> list[str]:
+        return [
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--log-level",
+            "warning",
+        ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class Stack:
+    """Schema, seed data, gunicorn, a Celery worker and the flush ticker, for one run."""
+
+    def __init__(self, env, cfg: HttpConfig, progress=None) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.progress = progress
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.logs = []
+        self.ticker_stop = threading.Event()
+        self.ticks = 0
+        self.environ = {
+            **os.environ,
+            "DATABASE_URL": env.database_url,
+            "REDIS_URL": env.redis_url,
+            "COUNTERS_REDIS_URL": env.redis_url,
+            "COUNTERS_REDIS_CLUSTER": "0",
+            "COUNTERS_FLUSH_INTERVAL": str(FLUSH_INTERVAL_S),
+            "ADMIN_TOKEN": secrets.token_urlsafe(16),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    # -- setup -----------------------------------------------------------------
+
+    def build_app(self):
+        os.environ.update(self.environ)  # create_app() reads the environment
+        from .bench_app import create_bench_app
+
+        self.app = create_bench_app()
+        self.celery = self.app.extensions["celery"]
+        return self.app
+
+    def migrate_and_seed(self) -> list[int]:
+        import flask_migrate
+
+        from app.extensions import db
+
+        with self.app.app_context():
+            flask_migrate.upgrade()
+        client = self.app.test_client()
+        user = client.post("/api/users", json={"username": "bench"}).get_json()
+        headers = {"Authorization": f"Bearer {user['token']}"}
+        first = client.post("/api/posts", json={"title": "hot", "content": "x"}, headers=headers)
+        if first.status_code != 201:
+            raise RuntimeError(f"could not create a post: {first.get_data(as_text=True)}")
+        with self.app.app_context():
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO posts (title, content, author_id) "
+                        "SELECT 'post ' || g, repeat('lorem ipsum ', 20), :author "
+                        "FROM generate_series(2, :n) g"
+                    ),
+                    {"author": user["id"], "n": self.cfg.spread_posts},
+                )
+                ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM posts ORDER BY id"))]
+            self.counters().existence.load("posts")
+        self.hot_id = first.get_json()["id"]
+        self.ids = ids
+        return ids
+
+    def counters(self):
+        return self.app.extensions["counters"]
+
+    def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
+        log = open(os.devnull, "w") if name != "gunicorn" else None  # noqa: SIM115
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.environ,
+            start_new_session=True,
+            stdout=log or subprocess.DEVNULL,
+            stderr=subprocess.PIPE if log is None else log,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        target = "benchmarks.bench_app:create_bench_app()"
+        argv = [sys.executable, "-m", "gunicorn", *self.cfg.gunicorn_args()]
+        self.gunicorn = self._spawn([*argv, "--bind", f"127.0.0.1:{self.port}", target], "gunicorn")
+        self.worker = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "app.celery_utils",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(self.cfg.celery_concurrency),
+                "--loglevel",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            "celery",
+        )
+        try:
+            loadgen.wait_port(self.port)
+        except RuntimeError:
+            _stop(self.gunicorn)
+            raise RuntimeError(
+                "gunicorn did not start: " + self.gunicorn.stderr.read().decode()[-2000:]
+            ) from None
+        from app.tasks import flush_counters
+
+        flush_counters.delay().get(timeout=60)  # the worker is up and can reach both stores
+        threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        from app.tasks import flush_counters
+
+        while not self.ticker_stop.wait(FLUSH_INTERVAL_S):
+            flush_counters.delay()
+            self.ticks += 1
+
+    def stop(self) -> None:
+        self.ticker_stop.set()
+        for proc in reversed(self.procs):
+            _stop(proc)
+
+    # -- measuring ------------------------------------------------------------
+
+    def total_views(self) -> int:
+        from app.extensions import db
+
+        with self.app.app_context(), db.engine.connect() as conn:
+            q = sa.text("SELECT coalesce(sum(view_count), 0)::bigint FROM posts")
+            return int(conn.execute(q).scalar())
+
+    def queue_depth(self) -> int:
+        r = self.env.redis()
+        try:
+            return r.llen("celery") + r.hlen("unacked")
+        finally:
+            r.close()
+
+    def pending(self) -> int:
+        return sum(s["pending"] + s["inflight"] for s in self.counters().backlog())
+
+    def flush_now(self) -> None:
+        from app.tasks import flush_counters
+
+        flush_counters.delay().get(timeout=120)
+
+    def settle(self, expect_views: int | None = None, baseline: int = 0) -> float:
+        """Wait until every accepted view is in Postgres; returns when that was first true.
+
+        Quiet means: no Celery message queued or unacked, no delta pending in Redis, and
+        (given ``expect_views``) Postgres holds them; checked twice 50 ms apart, since a
+        message the worker just popped is briefly in neither list.
+        """
+        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        first_quiet = None
+        while time.monotonic() < deadline:
+            quiet = False
+            if self.queue_depth() == 0:
+                if self.pending():
+                    self.flush_now()
+                    continue
+                quiet = expect_views is None or self.total_views() - baseline >= expect_views
+            if quiet and first_quiet is not None:
+                return first_quiet
+            first_quiet = time.monotonic() if quiet else None
+            time.sleep(0.05)
+        raise RuntimeError(f"views not persisted after {self.cfg.drain_timeout_s}s")
+
+    def paths(self, variant: str, distribution: str) -> list[str]:
+        pattern = VARIANTS[variant][1]
+        ids = [self.hot_id] if distribution == "hot" else self.ids
+        return [pattern.format(i) for i in ids]
+
+    def measure(self, variant: str, distribution: str, duration_s: float) -> dict:
+        method = VARIANTS[variant][0]
+        self.settle()
+        before = self.total_views()
+        res = loadgen.run(
+            self.base_url,
+            method,
+            self.paths(variant, distribution),
+            duration_s=duration_s,
+            connections=self.cfg.connections,
+            tool=self.cfg.loadgen,
+        )
+        load_end = time.monotonic()
+        out = {"variant": variant, "distribution": distribution, **res.as_dict()}
+        accepted = res.requests - res.non_2xx
+        if variant != "noop":
+            done = self.settle(expect_views=accepted, baseline=before)
+            persisted = self.total_views() - before
+            drain_s = 0.0 if variant == "sql_per_view" else done - load_end
+            out.update(
+                views_accepted=accepted,
+                views_persisted=persisted,
+                drain_s=round(drain_s, 3),
+                persisted_views_per_s=round(persisted / (res.duration_s + drain_s), 1),
+            )
+            # in-flight requests at the load generator's cut-off may land uncounted by it
+            if not accepted <= persisted <= accepted + self.cfg.connections:
+                out["error"] = f"{accepted} views accepted but {persisted} persisted"
+        if res.non_2xx or res.errors:
+            out["error"] = f"{res.non_2xx} non-2xx responses, socket errors {res.errors}"
+        return out
+
+
+def count_round_trips(stack: Stack, n: int = 50) -> dict:
+    """Redis round trips and SQL statements per request, counted in-process (test client)."""
+    import redis.connection
+
+    from app.extensions import db
+
+    app = stack.app
+    counts = {"redis": 0, "sql": 0, "checkouts": 0}
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        counts["redis"] += 1
+        return original(self, command, check_health)
+
+    def on_sql(*_a, **_k):
+        counts["sql"] += 1
+
+    def on_checkout(*_a, **_k):
+        counts["checkouts"] += 1
+
+    with app.app_context():
+        engine = db.engine
+    client = app.test_client()
+    out = {}
+    sa.event.listen(engine, "before_cursor_execute", on_sql)
+    sa.event.listen(engine.pool, "checkout", on_checkout)
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        for variant in VARIANTS:
+            method, pattern = VARIANTS[variant]
+            for i in range(n + 5):  # the first calls load scripts, open connections
+                if i == 5:
+                    counts.update(redis=0, sql=0, checkouts=0)
+                resp = client.open(pattern.format(stack.ids[i % 7]), method=method)
+                if resp.status_code >= 300:
+                    raise RuntimeError(f"{variant}: {resp.status_code} {resp.get_data()[:200]}")
+            out[variant] = {
+                "redis_round_trips": round(counts["redis"] / n, 2),
+                "sql_statements": round(counts["sql"] / n, 2),
+                "sql_connection_checkouts": round(counts["checkouts"] / n, 2),
+            }
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
+        sa.event.remove(engine, "before_cursor_execute", on_sql)
+        sa.event.remove(engine.pool, "checkout", on_checkout)
+    return out
+
+
+def calibrate(cfg: HttpConfig, stack: Stack, progress=None) -> dict:
+    """The load generators against a static 204 server and against ``noop``."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.static_server", str(port)],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    tools = ["wrk", "python"] if loadgen.wrk_path() else ["python"]
+    out: dict = {}
+    try:
+        loadgen.wait_port(port)
+        for tool in tools:
+            static = loadgen.run(
+                f"http://127.0.0.1:{port}",
+                "POST",
+                ["/api/posts/1/view"],
+                duration_s=min(cfg.duration_s, 3),
+                connections=cfg.connections,
+                tool=tool,
+            )
+            noop = loadgen.run(
+                stack.base_url,
+                "POST",
+                stack.paths("noop", "hot"),
+                duration_s=min(cfg.duration_s, 3),
+                connections=cfg.connections,
+                tool=tool,
+            )
+            out[tool] = {
+                "static_rps": static.rps,
+                "static_client_cpu_share": round(static.client_cpu_share, 3),
+                "noop_rps": noop.rps,
+                "noop_client_cpu_share": round(noop.client_cpu_share, 3),
+                "client_cpu_us_per_request": round(noop.client_cpu_s / noop.requests * 1e6, 1),
+                "static_over_noop": round(static.rps / noop.rps, 2),
+            }
+            if progress:
+                progress.note(
+                    f"{tool:>6}: static {static.rps:8.0f} req/s, noop {noop.rps:7.0f} req/s, "
+                    f"client CPU {out[tool]['client_cpu_us_per_request']} us/request "
+                    f"({noop.client_cpu_share:.0%} of the machine)"
+                )
+    finally:
+        _stop(server)
+    return out
+
+
+@contextmanager
+def running_stack(env, cfg: HttpConfig, progress=None):
+    stack = Stack(env, cfg, progress)
+    stack.build_app()
+    stack.migrate_and_seed()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def plan(cfg: HttpConfig) -> list[tuple[str, str, int]]:
+    """(variant, distribution, round) in run order: fast variants alternate direction
+    every round so a drift of the machine does not favour one; Celery runs last."""
+    runs = []
+    for rnd in range(cfg.rounds):
+        order = FAST if rnd % 2 == 0 else tuple(reversed(FAST))
+        for dist in DISTRIBUTIONS:
+            runs += [(v, dist, rnd) for v in order]
+    runs += [("celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
+    return runs
+
+
+def summarize(samples: list[dict]) -> dict:
+    """Median of each measured number over the rounds, plus the raw samples."""
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "persisted_views_per_s", "drain_s")
+    out = {}
+    for k in keys:
+        values = [s[k] for s in samples if k in s]
+        if values:
+            out[k] = round(statistics.median(values), 3)
+    out["client_cpu_share"] = round(statistics.median(s["client_cpu_share"] for s in samples), 3)
+    out["machine_cpu_busy"] = round(statistics.median(s["machine_cpu_busy"] for s in samples), 3)
+    out["requests"] = sum(s["requests"] for s in samples)
+    errors = [s["error"] for s in samples if "error" in s]
+    if errors:
+        out["errors"] = errors
+    out["samples"] = samples
+    return out
+
+
+def run(env, cfg: HttpConfig, progress=None) -> dict:
+    result: dict = {
+        "config": {
+            "gunicorn": "gunicorn " + " ".join(cfg.gunicorn_args()),
+            "connections": cfg.connections,
+            "duration_s": cfg.duration_s,
+            "rounds": cfg.rounds,
+            "spread_posts": cfg.spread_posts,
+            "celery_worker": f"prefork, concurrency {cfg.celery_concurrency}",
+            "flush_interval_s": FLUSH_INTERVAL_S,
+        }
+    }
+    step = progress.step if progress else _null_step
+    with step("http: schema, seed posts, start gunicorn + celery worker"):
+        ctx = running_stack(env, cfg, progress)
+        stack = ctx.__enter__()
+    try:
+        result["config"]["shards"] = stack.counters().keys.shards
+        with step("http: Redis round trips and SQL statements per request"):
+            result["round_trips"] = count_round_trips(stack)
+            stack.settle()  # the counted requests' views and tasks land before any run
+            if progress:
+                progress.result(
+                    "write_behind: "
+                    f"{result['round_trips']['write_behind']['redis_round_trips']} Redis, "
+                    f"{result['round_trips']['write_behind']['sql_statements']} SQL"
+                )
+        tool = cfg.loadgen if cfg.loadgen != "auto" else ("wrk" if loadgen.wrk_path() else "python")
+        result["config"]["loadgen"] = tool
+        if cfg.calibrate:
+            with step("http: load generator calibration (static server vs noop)"):
+                result["loadgen_calibration"] = calibrate(cfg, stack, progress)
+        if cfg.warmup_s:
+            with step("http: warm-up"):
+                for variant in FAST:
+                    for dist in DISTRIBUTIONS:
+                        stack.measure(variant, dist, cfg.warmup_s)
+        samples: dict = {}
+        for variant, dist, rnd in plan(cfg):
+            with step(f"http: {variant} {dist} (round {rnd + 1})", cfg.duration_s) as p:
+                s = stack.measure(variant, dist, cfg.duration_s)
+                samples.setdefault(f"{variant}/{dist}", []).append(s)
+                if progress:
+                    extra = (
+                        f", persisted {s['persisted_views_per_s']:.0f} views/s"
+                        if "persisted_views_per_s" in s
+                        else ""
+                    )
+                    p.result(
+                        f"{s['rps']:.0f} req/s, p50 {s['p50_ms']:.2f} ms, "
+                        f"p99 {s['p99_ms']:.2f} ms{extra}"
+                        + (f"  ERROR {s['error']}" if "error" in s else "")
+                    )
+        result["variants"] = {}
+        for key, runs in samples.items():
+            variant, dist = key.split("/")
+            result["variants"].setdefault(variant, {})[dist] = summarize(runs)
+        result["flush_ticks"] = stack.ticks
+    finally:
+        ctx.__exit__(None, None, None)
+    return result
+
+
+@contextmanager
+def _null_step(*_a, **_k):
+    class _P:
+        def result(self, _t):
+            pass
+
+    yield _P()

@@ -1,0 +1,340 @@
+"""Targets, the markdown table and the PNG chart, all computed from the results dict."""
+
+from __future__ import annotations
+
+import operator
+
+OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
+
+
+def _target(results: dict, op: str, bound: float, measured, detail: str) -> dict:
+    if measured is None:
+        return {"target": f"{op} {bound}", "measured": None, "ok": False, "detail": detail}
+    return {
+        "target": f"{op} {bound}",
+        "measured": round(measured, 3),
+        "ok": bool(OPS[op](measured, bound)),
+        "detail": detail,
+    }
+
+
+def _get(d: dict, *path):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+TARGET_NAMES = (
+    "write_behind_vs_noop_hot",
+    "write_behind_vs_noop_spread",
+    "write_behind_redis_round_trips",
+    "page_vs_noop_hot",
+    "page_vs_noop_spread",
+    "persisted_write_behind_vs_celery_per_view_hot",
+    "persisted_write_behind_vs_sql_per_view_hot",
+    "write_behind_hot_vs_spread",
+    "flush_100k_vs_raw_unnest",
+    "flush_1m_increments_vs_1k",
+    "redis_bytes_per_pending_counter",
+)
+
+
+def targets(results: dict) -> dict:
+    v = _get(results, "http", "variants") or {}
+
+    def rps(variant, dist):
+        return _get(v, variant, dist, "rps")
+
+    def persisted(variant, dist):
+        return _get(v, variant, dist, "persisted_views_per_s")
+
+    out = {}
+    for dist in ("hot", "spread"):
+        out[f"write_behind_vs_noop_{dist}"] = _target(
+            results,
+            ">=",
+            0.7,
+            _ratio(rps("write_behind", dist), rps("noop", dist)),
+            f"write_behind {rps('write_behind', dist)} req/s / noop {rps('noop', dist)} req/s",
+        )
+    trips = _get(results, "http", "round_trips", "write_behind", "redis_round_trips")
+    out["write_behind_redis_round_trips"] = _target(
+        results, "<=", 1, trips, "Redis round trips per POST /api/posts/<id>/view (counted)"
+    )
+    for dist in ("hot", "spread"):
+        out[f"page_vs_noop_{dist}"] = _target(
+            results,
+            ">=",
+            0.5,
+            _ratio(rps("page", dist), rps("noop", dist)),
+            f"page {rps('page', dist)} req/s / noop {rps('noop', dist)} req/s",
+        )
+    wb = persisted("write_behind", "hot")
+    for other, bound in (("celery_per_view", 4), ("sql_per_view", 3)):
+        out[f"persisted_write_behind_vs_{other}_hot"] = _target(
+            results,
+            ">=",
+            bound,
+            _ratio(wb, persisted(other, "hot")),
+            f"persisted views/s: write_behind {wb} / {other} {persisted(other, 'hot')}",
+        )
+    out["write_behind_hot_vs_spread"] = _target(
+        results,
+        ">=",
+        0.95,
+        _ratio(rps("write_behind", "hot"), rps("write_behind", "spread")),
+        f"write_behind hot {rps('write_behind', 'hot')} / spread "
+        f"{rps('write_behind', 'spread')} req/s",
+    )
+    sizes = _get(results, "flush", "sizes") or {}
+    largest = max(sizes, key=int, default=None)
+    big = sizes.get(largest, {})
+    out["flush_100k_vs_raw_unnest"] = _target(
+        results,
+        "<=",
+        1.5,
+        big.get("ratio"),
+        f"{largest} counters: flush {big.get('flush_s')} s / raw unnest "
+        f"{big.get('raw_unnest_s')} s",
+    )
+    inc = _get(results, "flush", "increments") or {}
+    out["flush_1m_increments_vs_1k"] = _target(
+        results,
+        "<=",
+        1.2,
+        inc.get("ratio"),
+        f"{inc.get('increments')} increments on {inc.get('distinct_counters')} counters: "
+        f"{inc.get('flush_many_per_counter_s')} s / {inc.get('flush_1_per_counter_s')} s",
+    )
+    mem_rows = _get(results, "memory", "by_shards") or []
+    default_shards = _get(results, "http", "config", "shards") or 16
+    row = next((r for r in mem_rows if r["shards"] == default_shards), None)
+    out["redis_bytes_per_pending_counter"] = _target(
+        results,
+        "<=",
+        100,
+        row["bytes_per_counter"] if row else None,
+        f"{_get(results, 'memory', 'pending_counters')} pending counters, "
+        f"{default_shards} shards (the default), {row['encoding'] if row else '?'}",
+    )
+    return out
+
+
+# -- markdown ----------------------------------------------------------------
+
+HTTP_ORDER = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view")
+
+
+def _fmt(x, spec=",.0f"):
+    return "–" if x is None else format(x, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Benchmark results", ""]
+    m, ver = results.get("machine", {}), results.get("versions", {})
+    lines.append(
+        f"{m.get('cores')} cores, {m.get('memory_mb')} MB; Python {ver.get('python')}, "
+        f"Redis {ver.get('redis_server')}, Postgres {ver.get('postgres')}; "
+        f"{results.get('started_at')}, `{results.get('command')}` "
+        f"({results.get('duration_s')} s)."
+    )
+    bg = results.get("background_cpu_busy")
+    if bg is not None:
+        lines.append(f"Machine CPU busy before the run (other processes): {bg:.0%}.")
+    lines.append("")
+    http = results.get("http")
+    if http:
+        cfg = http["config"]
+        lines += [
+            "## HTTP",
+            "",
+            f"`{cfg['gunicorn']}`, load generator `{cfg['loadgen']}` with "
+            f"{cfg['connections']} keep-alive connections, {cfg['duration_s']} s per run, "
+            f"median of {cfg['rounds']} rounds (Celery: 1); spread = random post of "
+            f"{cfg['spread_posts']:,}.",
+            "",
+            "| variant | hot req/s | p50 ms | p99 ms | persisted views/s | × noop "
+            "| spread req/s | p50 ms | p99 ms | persisted views/s | × noop |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        v = http.get("variants", {})
+        for name in HTTP_ORDER:
+            if name not in v:
+                continue
+            cells = [f"`{name}`"]
+            for dist in ("hot", "spread"):
+                s = v[name].get(dist, {})
+                noop = _get(v, "noop", dist, "rps")
+                cells += [
+                    _fmt(s.get("rps")),
+                    _fmt(s.get("p50_ms"), ".2f"),
+                    _fmt(s.get("p99_ms"), ".2f"),
+                    _fmt(s.get("persisted_views_per_s")),
+                    _fmt(_ratio(s.get("rps"), noop), ".2f"),
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+        trips = http.get("round_trips", {})
+        if trips:
+            lines += [
+                "",
+                "Per request (counted in-process): "
+                + "; ".join(
+                    f"`{k}` {t['redis_round_trips']:g} Redis round trips, "
+                    f"{t['sql_statements']:g} SQL statements"
+                    for k, t in trips.items()
+                )
+                + ".",
+            ]
+        cal = http.get("loadgen_calibration")
+        if cal:
+            lines += [
+                "",
+                "Load generator check (same connections, static 204 server vs `noop`):",
+                "",
+            ]
+            lines += [
+                "| tool | static req/s | noop req/s | static / noop | client CPU per request |"
+            ]
+            lines += ["|---|---:|---:|---:|---:|"]
+            for tool, c in cal.items():
+                lines.append(
+                    f"| {tool} | {c['static_rps']:,.0f} | {c['noop_rps']:,.0f} | "
+                    f"{c['static_over_noop']:.1f} | {c['client_cpu_us_per_request']} µs |"
+                )
+        lines.append("")
+    flush = results.get("flush")
+    if flush:
+        lines += [
+            "## Flush",
+            "",
+            f"`Counters.flush_all()` over {flush['shards']} shards vs one raw "
+            f"`UPDATE … FROM unnest` of the same rows (median of {flush['reps']}).",
+            "",
+            "| dirty counters | flush ms | raw unnest ms | flush / raw | counters/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for n, s in flush["sizes"].items():
+            lines.append(
+                f"| {int(n):,} | {s['flush_s'] * 1000:,.1f} | {s['raw_unnest_s'] * 1000:,.1f} | "
+                f"{s['ratio']:.2f} | {s['flush_counters_per_s']:,} |"
+            )
+        inc = flush.get("increments")
+        if inc:
+            lines += [
+                "",
+                f"{inc['increments']:,} increments on {inc['distinct_counters']:,} counters: "
+                f"flush {inc['flush_many_per_counter_s'] * 1000:.1f} ms vs "
+                f"{inc['flush_1_per_counter_s'] * 1000:.1f} ms for one increment each "
+                f"(ratio {inc['ratio']:.2f}).",
+            ]
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines += [
+            "## Redis memory",
+            "",
+            f"{mem['pending_counters']:,} pending counters (`MEMORY USAGE` of the pending hashes).",
+            "",
+            "| shards | fields per hash | encoding | bytes per counter | used_memory growth |",
+            "|---:|---:|---|---:|---:|",
+        ]
+        for r in mem["by_shards"]:
+            lines.append(
+                f"| {r['shards']} | {r['fields_per_shard']:,} | {r['encoding']} | "
+                f"{r['bytes_per_counter']} | {r['used_memory_growth_per_counter']} |"
+            )
+        lines.append("")
+    tg = results.get("targets")
+    if tg:
+        lines += [
+            "## Targets",
+            "",
+            "| target | wanted | measured | ok | |",
+            "|---|---|---:|:-:|---|",
+        ]
+        for name, t in tg.items():
+            mark = "✅" if t["ok"] else "❌"
+            measured = _fmt(t["measured"], "g")
+            lines.append(f"| `{name}` | {t['target']} | {measured} | {mark} | {t['detail']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- chart ---------------------------------------------------------------------
+
+
+def chart(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
+    v = _get(results, "http", "variants") or {}
+    ax = axes[0]
+    names = [n for n in HTTP_ORDER if n in v]
+    width = 0.2
+    for i, (dist, key, color, hatch) in enumerate(
+        [
+            ("hot", "rps", "#1f77b4", None),
+            ("hot", "persisted_views_per_s", "#aec7e8", "//"),
+            ("spread", "rps", "#ff7f0e", None),
+            ("spread", "persisted_views_per_s", "#ffbb78", "//"),
+        ]
+    ):
+        xs = [j + (i - 1.5) * width for j in range(len(names))]
+        ys = [_get(v, n, dist, key) or 0 for n in names]
+        label = f"{dist} {'req/s' if key == 'rps' else 'persisted views/s'}"
+        ax.bar(xs, ys, width, label=label, color=color, hatch=hatch, edgecolor="white")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("per second")
+    ax.set_title("HTTP: requests and views persisted per second")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[1]
+    sizes = _get(results, "flush", "sizes") or {}
+    labels = [f"{int(n):,}" for n in sizes]
+    xs = range(len(labels))
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [s["flush_s"] * 1000 for s in sizes.values()],
+        0.4,
+        label="flush_all()",
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [s["raw_unnest_s"] * 1000 for s in sizes.values()],
+        0.4,
+        label="raw UPDATE … unnest",
+    )
+    ax.set_xticks(list(xs), labels)
+    ax.set_yscale("log")
+    ax.set_xlabel("dirty counters")
+    ax.set_ylabel("ms (log)")
+    ax.set_title("Flush vs one raw statement")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[2]
+    rows = _get(results, "memory", "by_shards") or []
+    ax.bar(
+        [str(r["shards"]) for r in rows],
+        [r["bytes_per_counter"] for r in rows],
+        color=["#2ca02c" if r["encoding"] == "listpack" else "#d62728" for r in rows],
+    )
+    for i, r in enumerate(rows):
+        ax.text(i, r["bytes_per_counter"], r["encoding"], ha="center", va="bottom", fontsize=8)
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("shards")
+    ax.set_ylabel("bytes per pending counter")
+    ax.set_title(f"Redis memory, {_get(results, 'memory', 'pending_counters') or 0:,} pending")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
