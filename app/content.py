@@ -52,6 +52,13 @@ def get(kind: Kind, row_id: int) -> sa.Row | None:
     return db.session.execute(sa.select(*_columns(kind)).where(kind.model.id == row_id)).first()
 
 
+def get_with_counts(kind: Kind, row_id: int) -> tuple[sa.Row, dict[str, int]] | None:
+    """A row and its live counts, counting nothing; None if absent."""
+    row = get(kind, row_id)
+    counts = get_counters().read(kind.table, [row_id]).get(row_id) if row is not None else None
+    return (row, counts) if counts is not None else None
+
+
 def page(kind: Kind, limit: int, after: int | None) -> tuple[list[sa.Row], bool]:
     """Newest first, keyset on id: rows with ids below ``after``; and whether more follow."""
     query = sa.select(*_columns(kind)).order_by(kind.model.id.desc()).limit(limit + 1)

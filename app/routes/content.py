@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from .. import content, pageviews
 from ..auth import user_required
@@ -71,7 +71,10 @@ def content_blueprint(kind: Kind) -> Blueprint:
 
     @bp.get("/<id:row_id>")
     def show(row_id: int):
-        found = pageviews.view_and_read(kind, row_id)
+        if request.method == "HEAD":  # HEAD is safe: it counts no view
+            found = content.get_with_counts(kind, row_id)
+        else:
+            found = pageviews.view_and_read(kind, row_id)
         if found is None:
             raise not_found(what)
         return item_json(*found)

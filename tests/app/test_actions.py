@@ -1,8 +1,18 @@
 """POST /api/actions and DELETE /api/actions/<action>/<target>/<id>."""
 
 import pytest
+import sqlalchemy as sa
 
-from tests.app.conftest import act, assert_error, bearer, comment, create, new_user, stored
+from tests.app.conftest import (
+    act,
+    assert_error,
+    bearer,
+    comment,
+    create,
+    new_user,
+    row_counts,
+    stored,
+)
 
 COUNTER = {"like": "likes_count", "collect": "collects_count", "share": "shares_count"}
 
@@ -179,3 +189,37 @@ def test_flushed_columns_match_the_actions(client, user, other, targets, sql):
     assert stored(sql, "post_comments", "likes_count", targets["post_comment"]) == 0
     reconcile = client.post("/api/admin/counters/reconcile", headers=admin).json
     assert reconcile["fixed"] == 0 and reconcile["checked"] > 0
+
+
+@pytest.fixture
+def failing_commit(sql):
+    """Postgres refuses the next commit that inserted a user_actions row: a deferred
+    constraint trigger raises at COMMIT, after the delta went to Redis."""
+    with sql.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'commit refused'; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON user_actions "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()"
+            )
+        )
+    yield
+    with sql.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER refuse_commit ON user_actions"))
+        conn.execute(sa.text("DROP FUNCTION refuse_commit()"))
+
+
+def test_a_failed_commit_takes_its_delta_back(
+    client, other, targets, sql, counters, failing_commit
+):
+    post = targets["post"]
+    response = act(client, other, "like", "post", post)
+    assert_error(response, 500, "internal_error")
+    assert counters.stats.snapshot()["accepted"]["pl"] == 2  # the +1, then the -1
+    assert live(client, "post", post)["likes_count"] == 0
+    assert row_counts(sql)["user_actions"] == 0

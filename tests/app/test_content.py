@@ -113,6 +113,13 @@ def test_get_counts_one_view_and_returns_it(client, user, kind, sql):
     assert stored(sql, kind, "view_count", item) == 0  # not flushed yet
 
 
+def test_head_counts_no_view(client, user, kind):
+    item = create(client, user, kind)
+    assert client.head(f"/api/{kind}/{item}").status_code == 200
+    assert client.head(f"/api/{kind}/999").status_code == 404
+    assert client.get(f"/api/{kind}/{item}/counts").json["view_count"] == 0
+
+
 def test_view_beacon_is_204_and_counts_live(client, user, kind, sql):
     item = create(client, user, kind)
     for _ in range(3):
