@@ -29,7 +29,8 @@ from .accounting import EventLog, build_ledger, read_events
 from .chaos import Chaos
 from .monitor import LagMonitor, PeriodicReconcile
 from .seed import Seeder
-from .stack import ROOT, Servers, Stack, tail
+from .servers import Servers
+from .stack import ROOT, Stack, tail
 
 STOP_TIMEOUT_S = 30  # Locust lets users finish their request before stopping them
 DRAIN_TIMEOUT_S = 30.0  # after the load, how long the scheduled flush may take
@@ -135,6 +136,10 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
         if reconciler is not None:
             reconciler.stop()
     say(f"load finished after {elapsed:.1f} s (locust exit {rc})")
+    if servers.redis_lost:
+        result.problems.append(
+            f"someone else flushed or took the Redis db {servers.redis_url} during the run"
+        )
 
     # G3 while the scheduled flushes are still draining: served counts are exact.
     sql = sa.create_engine(servers.database_url)

@@ -1,4 +1,4 @@
-"""The system under test: scratch servers, migrations, and the web, worker and beat processes.
+"""The system under test: migrations, and the web, worker and beat processes.
 
 Every process is started from the main thread, in its own session (so a SIGKILL
 can take a Celery worker together with its pool children) and with a parent-death
@@ -18,17 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import redis
 import requests
-import sqlalchemy as sa
+
+from .servers import Servers
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-OWN_REDIS_URL = "redis://127.0.0.1:6379/10"  # a db number the runner owns and flushes
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 
@@ -58,64 +54,6 @@ def http() -> requests.Session:
         session = _local.session = requests.Session()
         session.trust_env = False
     return session
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
-
-
-class Servers:
-    """Postgres and Redis for one run: the environment's, or scratch ones this run owns.
-
-    ``DATABASE_URL`` / ``REDIS_URL`` are used as given. Unset, a database
-    ``ctrload_<random>`` is created through ``LOADTEST_PG_ADMIN_URL`` and dropped at
-    the end, and the Redis db ``LOADTEST_REDIS_URL`` (default db 10) is flushed before
-    and after: only that one.
-    """
-
-    def __init__(self) -> None:
-        self.database_url = os.environ.get("DATABASE_URL")
-        self.redis_url = os.environ.get("REDIS_URL")
-        self.scratch_db: str | None = None
-        self.admin_url = os.environ.get("LOADTEST_PG_ADMIN_URL", PG_ADMIN_URL)
-        self.owns_redis = not self.redis_url
-
-    def __enter__(self) -> Servers:
-        if self.owns_redis:
-            self.redis_url = os.environ.get("LOADTEST_REDIS_URL", OWN_REDIS_URL)
-            with redis.Redis.from_url(self.redis_url) as r:
-                r.flushdb()
-        else:
-            self._refuse_stale_deltas()
-        if not self.database_url:
-            self.scratch_db = f"ctrload_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{self.scratch_db}"'))
-            admin.dispose()
-            self.database_url = _with_database(self.admin_url, self.scratch_db)
-        return self
-
-    def _refuse_stale_deltas(self) -> None:
-        # Deltas left by an earlier run would land on this run's rows (ids restart at 1).
-        with redis.Redis.from_url(self.redis_url) as r:
-            for pattern in ("*:pending", "*:inflight"):
-                for key in r.scan_iter(match=pattern, count=1000):
-                    raise SystemExit(
-                        f"REDIS_URL holds unflushed counter deltas ({key!r}); "
-                        "flush them into their own database first, or leave REDIS_URL "
-                        "unset to use a scratch Redis db"
-                    )
-
-    def __exit__(self, *exc) -> None:
-        if self.owns_redis:
-            with contextlib.suppress(redis.RedisError), redis.Redis.from_url(self.redis_url) as r:
-                r.flushdb()
-        if self.scratch_db:
-            admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.scratch_db}" WITH (FORCE)'))
-            admin.dispose()
 
 
 class Stack:

@@ -17,9 +17,8 @@ import sys
 import pytest
 
 from loadtests.accounting import EventLog, build_ledger, compare, read_events
-from tests.servers import ROOT, admin_pg_url, redis_url
+from tests.servers import ROOT, admin_pg_url, redis_base_url
 
-REDIS_DB = 11  # this test's own db (the app's tests use 15, the engine's 14)
 RUN_TIMEOUT_S = 240
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)
@@ -28,11 +27,12 @@ pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 def run_loadtest(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     # The runner's own servers: a scratch database next to the test databases, and a
-    # Redis db that it may flush. DATABASE_URL / REDIS_URL would be used as they are.
+    # Redis db on the test server that it claims (so two test sessions at once never
+    # share one). DATABASE_URL / REDIS_URL would be used as they are.
     for key in ("DATABASE_URL", "REDIS_URL"):
         env.pop(key, None)
     env["LOADTEST_PG_ADMIN_URL"] = admin_pg_url()
-    env["LOADTEST_REDIS_URL"] = redis_url(REDIS_DB)
+    env["LOADTEST_REDIS_URL"] = redis_base_url()
     cmd = [sys.executable, "-m", "loadtests", "run", *args, "--out", str(tmp_path / "out")]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
