@@ -25,6 +25,7 @@ import ctypes
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -154,6 +155,16 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def migrate() -> None:
     """``flask --app app db upgrade``, in this process."""
     from flask_migrate import upgrade
@@ -230,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
 
+    if not _port_free(args.port):
+        log(f"127.0.0.1:{args.port} is already in use: stop what listens there or set PORT")
+        return 1
+
     env = dict(os.environ)
     if args.embedded:
         # Empty rather than absent, so that create_app's own .env loading cannot
@@ -244,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting embedded servers in {data_dir}")
         embedded = start_embedded(data_dir, postgres=want_pg, redis_=want_redis)
         env.update(embedded)
-    env.setdefault("ADMIN_TOKEN", secrets.token_urlsafe(18))
+    given = [k for k in ("DATABASE_URL", "REDIS_URL") if k not in embedded]
+    if given:
+        log(f"using {' and '.join(given)} from the environment")
+    if not env.get("ADMIN_TOKEN"):
+        env["ADMIN_TOKEN"] = secrets.token_urlsafe(18)  # printed in the banner
     env["PYTHONUNBUFFERED"] = "1"
     for key in set(os.environ) - set(env):
         del os.environ[key]
