@@ -7,7 +7,9 @@ Variants (``benchmarks/bench_app.py`` adds the bench-only routes):
 * ``write_behind``    ``POST /api/posts/<id>/view``: the engine's hot path;
 * ``page``            ``GET /api/posts/<id>``: counts a view and returns the post;
 * ``sql_per_view``    ``POST /bench/posts/<id>/sql``: one synchronous UPDATE per view;
-* ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view.
+* ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view;
+* ``coalesced``       ``POST /bench/posts/<id>/coalesced``: an experiment, views summed
+  in the process and pushed to the engine every 50 ms (not the product's guarantee).
 
 A Celery worker runs on the same machine for the whole phase, and a ticker in this
 process sends ``flush_counters`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
@@ -43,8 +45,9 @@ VARIANTS = {
     "page": ("GET", "/api/posts/{}"),
     "sql_per_view": ("POST", "/bench/posts/{}/sql"),
     "celery_per_view": ("POST", "/bench/posts/{}/celery"),
+    "coalesced": ("POST", "/bench/posts/{}/coalesced"),  # experiment, see bench_app.py
 }
-FAST = ("noop", "write_behind", "page", "sql_per_view")  # repeated every round
+FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced")  # repeated every round
 DISTRIBUTIONS = ("hot", "spread")
 FLUSH_INTERVAL_S = 2.0
 STOP_TIMEOUT_S = 20.0

@@ -128,7 +128,7 @@ def targets(results: dict) -> dict:
 
 # -- markdown ----------------------------------------------------------------
 
-HTTP_ORDER = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view")
+HTTP_ORDER = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view", "coalesced")
 
 
 def _fmt(x, spec=",.0f"):

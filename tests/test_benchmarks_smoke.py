@@ -13,7 +13,7 @@ from benchmarks.report import TARGET_NAMES
 from tests.servers import ROOT, admin_pg_url, redis_base_url
 
 REDIS_DB = 12  # this test's own db (loadtests use 10-11, the engine's tests 14, the app's 15)
-VARIANTS = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view")
+VARIANTS = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view", "coalesced")
 RUN_TIMEOUT_S = 240
 
 
