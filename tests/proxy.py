@@ -37,6 +37,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if not self._open.is_set():  # cut() ran while we were connecting
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -54,15 +58,13 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
-        self._open.clear()
         with self._lock:
+            self._open.clear()
             conns, self._conns = self._conns, []
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):  # already shut down by its pipe thread
                 s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+            s.close()
 
     def restore(self) -> None:
         self._open.set()
