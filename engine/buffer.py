@@ -37,7 +37,8 @@ class Claim:
     """A shard's batch: ``deltas`` maps Redis field -> delta; immutable until released."""
 
     shard: int
-    seq: int
+    token: str
+    seq: int | None  # None until assign_seq() numbers a new batch
     claimed_ms: int
     resumed: bool
     deltas: dict[str, int]
@@ -50,7 +51,7 @@ class Unapplied:
 
     pending: dict[str, int]
     inflight: dict[str, int]
-    inflight_seq: int | None
+    inflight_seq: int | None  # None: no inflight batch, or one not numbered yet
     last_seq: int | None
 
 
@@ -120,6 +121,7 @@ class Buffer:
         self.keys = keys
         self._incr = redis.register_script(_load("incr.lua"))
         self._claim = redis.register_script(_load("claim.lua"))
+        self._assign = redis.register_script(_load("assign.lua"))
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
 
@@ -170,13 +172,13 @@ class Buffer:
             found = pipe.execute()
         return [s for s, n in enumerate(found) if n]
 
-    def claim(self, shard: int, fresh_seq: int) -> Claim | None:
-        """Move pending to inflight under ``fresh_seq``, or return the inflight batch as is."""
+    def claim(self, shard: int, token: str) -> Claim | None:
+        """Move pending to inflight under ``token``, or return the inflight batch as is."""
         with redis_errors(f"claim shard {shard}"):
-            reply = self._claim(keys=self.keys.shard_keys(shard), args=[fresh_seq, now_ms()])
+            reply = self._claim(keys=self.keys.shard_keys(shard), args=[token, now_ms()])
         if not reply:
             return None
-        seq, claimed_ms, resumed, flat = reply
+        token, seq, claimed_ms, resumed, flat = reply
         deltas: dict[str, int] = {}
         oldest = None
         for i in range(0, len(flat), 2):
@@ -185,13 +187,29 @@ class Buffer:
                 oldest = int(flat[i + 1])
             else:
                 deltas[name] = int(flat[i + 1])
-        return Claim(shard, int(seq), int(claimed_ms), bool(resumed), deltas, oldest)
+        return Claim(
+            shard,
+            token.decode() if isinstance(token, bytes) else token,
+            int(seq) if seq is not None else None,
+            int(claimed_ms),
+            bool(resumed),
+            deltas,
+            oldest,
+        )
 
-    def release(self, shard: int, seq: int) -> bool:
+    def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:
+        """The seq of the batch claimed under ``token`` (``fresh_seq`` unless it already
+        had one), or None when that batch is gone: another flush finished it."""
+        keys = [self.keys.batch(shard), self.keys.seq(shard)]
+        with redis_errors(f"number shard {shard}"):
+            seq = self._assign(keys=keys, args=[token, fresh_seq])
+        return int(seq) if seq is not None else None
+
+    def release(self, shard: int, token: str) -> bool:
         """Forget a batch that Postgres holds; a no-op unless it is still the inflight one."""
         keys = [self.keys.inflight(shard), self.keys.batch(shard)]
         with redis_errors(f"release shard {shard}"):
-            return bool(self._release(keys=keys, args=[seq]))
+            return bool(self._release(keys=keys, args=[token]))
 
     # -- reading -------------------------------------------------------------
 

@@ -27,10 +27,10 @@ class StoreUnavailable(CounterError):
 
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Re-raise any redis-py error as BufferUnavailable."""
+    """Re-raise any redis-py error (a whole cluster down included) as BufferUnavailable."""
     try:
         yield
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise BufferUnavailable(f"{what}: {exc}") from exc
 
 

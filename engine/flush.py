@@ -2,21 +2,27 @@
 
 Protocol, per shard:
 
-1. ``seq = nextval('counter_batch_seq')`` (Postgres, so seqs survive a Redis reset).
-2. claim (Lua): pending -> inflight under ``seq``, or resume the inflight batch a
-   crashed flush left, under its original seq.
+1. claim (Lua): pending -> inflight under a fresh random token, or resume the
+   inflight batch a crashed flush left (its token, and its seq if it has one).
+2. number: a new batch takes ``seq = nextval('counter_batch_seq')`` (Postgres, so
+   seqs survive a Redis reset) and stores it with the batch (Lua; the first one
+   stored wins, and only while the batch still carries our token).
 3. ONE transaction: upsert ``counter_shards.applied_seq = seq`` only where it is
    below ``seq``; no row back means the batch is already in Postgres, so apply
    nothing. Otherwise one ``UPDATE ... FROM unnest(...)`` per table, rows locked
    in id order; rows that no longer exist are dropped and counted.
-4. release (Lua): delete inflight, only if it still carries ``seq``.
+4. release (Lua): delete inflight, only if it still carries our token.
 
 Races closed: a worker killed after claim or inside the transaction leaves the
 inflight batch, which the next flush resumes; killed after commit, the next flush
 finds ``applied_seq >= seq`` and only releases. Two flushes of one shard (a
-redelivered task, two beats) both resume the same inflight seq and serialise on
+redelivered task, two beats) both resume the same batch and seq and serialise on
 the ``counter_shards`` row: the second sees its seq applied. A stalled flusher
-that wakes with an old batch after newer ones committed is fenced off the same way.
+that wakes after newer batches committed is fenced by ``applied_seq`` (or by its
+token, if it never numbered its batch). Numbering after the claim is what makes
+"applied_seq >= seq" mean "applied": a seq taken before a claim could be older
+than a batch another flusher committed meanwhile, and would pass fresh deltas off
+as already applied.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +54,7 @@ MARK_APPLIED = sa.text(
     RETURNING applied_seq"""
 )
 
-Hook = Callable[[str, int], None]  # (stage, shard); stages: claimed, applied, committed
+Hook = Callable[[str, int], None]  # (stage, shard): claimed, numbered, applied, committed
 
 
 @dataclass
@@ -186,23 +193,29 @@ class Flusher:
         next call resumes it.
         """
         started = time.perf_counter()
-        claim = self.buffer.claim(shard, self._next_seq())
+        claim = self.buffer.claim(shard, uuid.uuid4().hex)
         if claim is None:
             return None
         self._stage("claimed", shard)
-        result = ShardFlush(shard=shard, seq=claim.seq, resumed=claim.resumed)
+        seq = claim.seq
+        if seq is None:
+            seq = self.buffer.assign_seq(shard, claim.token, self._next_seq())
+            if seq is None:  # finished by another flush while we were numbering it
+                return None
+        self._stage("numbered", shard)
+        result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
         result.counters = len(claim.deltas)
         if claim.oldest_ms is not None:
             result.lag_s = max(0.0, (now_ms() - claim.oldest_ms) / 1000)
         with sql_errors(f"apply shard {shard}"), self.sql.begin() as conn:
-            params = {"scope": self.scope, "shard": shard, "seq": claim.seq}
+            params = {"scope": self.scope, "shard": shard, "seq": seq}
             if conn.execute(MARK_APPLIED, params).first() is None:
                 result.already_applied = True
             else:
                 self._apply(conn, claim, result)
             self._stage("applied", shard)
         self._stage("committed", shard)
-        self.buffer.release(shard, claim.seq)
+        self.buffer.release(shard, claim.token)
         result.duration_s = time.perf_counter() - started
         log.info(
             "%s",

@@ -26,7 +26,8 @@ READ_ATTEMPTS = 3
 def unapplied_delta(snap: Unapplied, name: str, applied_seq: int) -> int:
     """Deltas of one field that are not yet in Postgres, given the shard's applied_seq."""
     delta = snap.pending.get(name, 0)
-    if snap.inflight_seq is not None and applied_seq < snap.inflight_seq:
+    # an inflight batch without a seq cannot have been applied: seqs come before commits
+    if snap.inflight_seq is None or applied_seq < snap.inflight_seq:
         delta += snap.inflight.get(name, 0)
     return delta
 

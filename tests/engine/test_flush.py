@@ -4,6 +4,7 @@ import random
 import threading
 from collections import Counter as Tally
 
+import pytest
 import sqlalchemy as sa
 
 from tests.engine.conftest import seed, stored
@@ -73,11 +74,11 @@ def test_flush_is_one_transaction_with_one_update_per_table(make_counters, sql):
 
 def test_concurrent_flushes_of_one_shard_apply_the_batch_once(make_counters, sql):
     (i,) = seed(sql, "items", 1)
-    both_claimed = threading.Barrier(2, timeout=10)
+    barriers = {stage: threading.Barrier(2, timeout=10) for stage in ("claimed", "numbered")}
 
     def hook(stage: str, shard: int) -> None:
-        if stage == "claimed":
-            both_claimed.wait()
+        if stage in barriers:  # both hold the same batch, then the same seq
+            barriers[stage].wait()
 
     a, b = make_counters(shards=1, hook=hook), make_counters(shards=1, hook=hook)
     a.incr("items.hits", i, 7)
@@ -99,25 +100,31 @@ def test_replayed_batch_is_recognised_and_released(make_counters, sql, r):
     (i,) = seed(sql, "items", 1)
     counters = make_counters(shards=1)
     counters.incr("items.hits", i, 5)
-    claim = counters.buffer.claim(0, 10**9)
-    first = counters.flush_shard(0)  # resumes the claim and applies it
-    assert first.resumed and first.seq == claim.seq and not first.already_applied
+    claim = counters.buffer.claim(0, "crashed-flusher")
+    assert claim.seq is None  # numbered only after the claim
+    first = counters.flush_shard(0)  # resumes the claim, numbers it and applies it
+    assert first.resumed and not first.already_applied
     # the same batch delivered again, as a redelivered task would find it
     keys = counters.keys
     r.hset(keys.inflight(0), mapping={f"{i}:ih": 5, "_t": 1})
-    r.hset(keys.batch(0), mapping={"seq": claim.seq, "claimed_ms": 1})
+    r.hset(keys.batch(0), mapping={"token": "again", "seq": first.seq, "claimed_ms": 1})
     again = counters.flush_shard(0)
-    assert again.already_applied and again.seq == claim.seq
+    assert again.already_applied and again.seq == first.seq
     assert stored(sql, "items", "hits") == {i: 5}
     assert r.exists(keys.inflight(0)) == 0
 
 
-def test_stalled_flusher_is_fenced_after_newer_batches_commit(make_counters, sql):
+@pytest.mark.parametrize("stall_at", ["claimed", "numbered"])
+def test_stalled_flusher_is_fenced_after_newer_batches_commit(stall_at, make_counters, sql):
+    """A flusher stalls right after its claim (or after numbering it); another flush
+    finishes that batch, then claims and commits a newer one holding fresh deltas.
+    The stalled one must neither apply its batch again nor pass the fresh deltas off
+    as applied."""
     (i,) = seed(sql, "items", 1)
     paused, resume = threading.Event(), threading.Event()
 
     def slow_hook(stage: str, shard: int) -> None:
-        if stage == "claimed":
+        if stage == stall_at:
             paused.set()
             resume.wait(10)
 
@@ -127,13 +134,45 @@ def test_stalled_flusher_is_fenced_after_newer_batches_commit(make_counters, sql
     t = threading.Thread(target=lambda: result.append(slow.flush_shard(0)))
     t.start()
     assert paused.wait(10)
-    fast.flush_shard(0)  # resumes and applies the stalled batch
+    assert fast.flush_shard(0).resumed  # finishes the stalled batch
     fast.incr("items.hits", i, 10)
     fast.flush_shard(0)  # a newer batch
+    fast.incr("items.hits", i, 100)  # pending when the stalled flusher wakes
     resume.set()
     t.join()
-    assert result[0].already_applied
-    assert stored(sql, "items", "hits") == {i: 11}
+    assert result[0] is None or result[0].already_applied
+    fast.flush_all()
+    assert stored(sql, "items", "hits") == {i: 111}
+
+
+def test_a_seq_taken_before_a_newer_commit_never_labels_fresh_deltas_applied(make_counters, sql):
+    """Flusher B takes a seq from Postgres, is descheduled, and A claims, numbers and
+    commits a batch meanwhile; B's seq is now below applied_seq. Fresh deltas must not
+    be claimed under it."""
+    (i,) = seed(sql, "items", 1)
+    b_has_seq, go = threading.Event(), threading.Event()
+    a, b = make_counters(shards=1), make_counters(shards=1)
+    real_next = b.flusher._next_seq
+
+    def slow_next() -> int:
+        seq = real_next()
+        b_has_seq.set()
+        go.wait(10)
+        return seq
+
+    b.flusher._next_seq = slow_next
+    a.incr("items.hits", i, 1)
+    t = threading.Thread(target=b.flush_shard, args=(0,))
+    t.start()
+    assert b_has_seq.wait(10)
+    a.flush_shard(0)  # numbers B's batch with a newer seq, applies, releases
+    a.incr("items.hits", i, 5)
+    a.flush_shard(0)
+    a.incr("items.hits", i, 50)
+    go.set()
+    t.join()
+    a.flush_all()
+    assert stored(sql, "items", "hits") == {i: 56}
 
 
 def test_deltas_for_deleted_rows_are_dropped_and_counted(make_counters, sql):

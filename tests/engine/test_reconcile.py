@@ -77,11 +77,15 @@ def test_reconcile_repairs_drift_and_reports_it(counters, sql, r):
 def test_reconcile_counts_an_inflight_batch_once_whichever_side_of_commit(counters, sql):
     (i,) = seed(sql, "items", 1)
     like(counters, sql, i, 1)
-    claim = counters.buffer.claim(counters.keys.shard_of(i), 10**12)
-    assert counters.reconcile().fixes == []  # inflight, not applied
-    counters.flush_all()
-    counters.buffer.redis.hset(counters.keys.inflight(claim.shard), f"{i}:il", 1)
-    counters.buffer.redis.hset(counters.keys.batch(claim.shard), "seq", claim.seq)
+    shard = counters.keys.shard_of(i)
+    claim = counters.buffer.claim(shard, "t1")
+    assert counters.reconcile().fixes == []  # inflight, not numbered
+    seq = counters.buffer.assign_seq(shard, claim.token, 10**12)
+    assert counters.reconcile().fixes == []  # inflight, numbered, not applied
+    done = counters.flush_all()
+    assert done.shards[0].seq == seq
+    counters.buffer.redis.hset(counters.keys.inflight(shard), f"{i}:il", 1)
+    counters.buffer.redis.hset(counters.keys.batch(shard), mapping={"token": "t1", "seq": seq})
     assert counters.reconcile().fixes == []  # applied but not yet released
     assert stored(sql, "items", "likes") == {i: 1}
 
