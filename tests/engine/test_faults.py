@@ -31,7 +31,7 @@ def run_victim(db_url: str, shards: int, stage: str, victim_redis: list[str]) ->
     return proc.returncode
 
 
-@pytest.mark.parametrize("stage", ["claimed", "applied", "committed"])
+@pytest.mark.parametrize("stage", ["claimed", "numbered", "applied", "committed"])
 def test_flush_killed_at_each_stage_applies_every_delta_once(
     stage, make_counters, sql, engine_db, victim_redis
 ):
