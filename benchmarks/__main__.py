@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from .progress import Progress
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("http", "flush", "memory")
+QUICK_FLUSH = {"sizes": (100, 1_000), "reps": 1, "big": (10_000, 100)}
+QUICK_MEMORY = {"pending": 2_000, "shard_counts": (16, 256)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,14 +38,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="directory for latest.{json,md,png}"
     )
-    p.add_argument("--duration", type=float, help="seconds per HTTP run (default 5, quick 1)")
-    p.add_argument("--rounds", type=int, help="rounds of the fast HTTP variants (default 3)")
+    p.add_argument("--duration", type=float, help="seconds per HTTP run (default 4, quick 1)")
+    p.add_argument("--rounds", type=int, help="rounds of the fast HTTP variants (default 5)")
     p.add_argument("--connections", type=int, default=16, help="keep-alive connections (16)")
     p.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),
         default="auto",
         help="auto: wrk when installed, else the built-in Python client",
+    )
+    p.add_argument(
+        "--gunicorn",
+        default=http_bench.HttpConfig.gunicorn,
+        help="gunicorn options shared by every variant (default: %(default)s)",
     )
     p.add_argument("--no-png", action="store_true", help="skip the matplotlib chart")
     return p.parse_args(argv)
@@ -63,11 +72,12 @@ def main(argv=None) -> int:
         sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     quick = args.quick
     http_cfg = http_bench.HttpConfig(
-        duration_s=args.duration or (1.0 if quick else 5.0),
-        rounds=args.rounds or (1 if quick else 3),
+        duration_s=args.duration or (1.0 if quick else http_bench.HttpConfig.duration_s),
+        rounds=args.rounds or (1 if quick else http_bench.HttpConfig.rounds),
         connections=args.connections,
         spread_posts=200 if quick else 10_000,
         loadgen=args.loadgen,
+        gunicorn=args.gunicorn,
         calibrate=not quick,
         warmup_s=0.0 if quick else 1.0,
         drain_timeout_s=60 if quick else 180,
@@ -98,6 +108,26 @@ def main(argv=None) -> int:
         "quick": quick,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    results["source"] = source_revision()
+
+    def write(final: bool = False) -> None:
+        """Results so far, so a failing part never loses the parts that ran."""
+        results["duration_s"] = round(time.monotonic() - started, 1)
+        results["targets"] = report.targets(results)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "latest.md").write_text(report.markdown(results))
+        if final and not args.no_png:
+            report.chart(results, args.out / "latest.png")
+
+    def part(name: str, fn) -> None:
+        try:
+            results[name] = fn()
+        except Exception as exc:  # record it, run the other parts, fail at the end
+            results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        write()
+
     with BenchEnv() as env:
         results.update(env.describe())
         results["redis_db"] = env.redis_db
@@ -107,35 +137,39 @@ def main(argv=None) -> int:
             busy = results["background_cpu_busy"]
             p.result(f"{busy:.0%} busy" + ("  (numbers will be noisy)" if busy > 0.1 else ""))
         if "http" in parts:
-            results["http"] = http_bench.run(env, http_cfg, progress)
+            part("http", lambda: http_bench.run(env, http_cfg, progress))
         if "flush" in parts:
-            with progress.step("flush: 1k/10k/100k counters vs raw unnest; 1M increments") as p:
-                if quick:
-                    results["flush"] = flush_bench.run(
-                        env, sizes=(100, 1_000), reps=1, big=(10_000, 100), progress=progress
-                    )
-                else:
-                    results["flush"] = flush_bench.run(env, progress=progress)
+            with progress.step("flush: 1k/10k/100k counters vs raw unnest; 1M increments"):
+                sizes = QUICK_FLUSH if quick else {}
+                part("flush", lambda: flush_bench.run(env, progress=progress, **sizes))
         if "memory" in parts:
             with progress.step("memory: Redis bytes per pending counter by shard count"):
-                if quick:
-                    results["memory"] = memory_bench.run(
-                        env, pending=2_000, shard_counts=(16, 256), code="pv", progress=progress
-                    )
-                else:
-                    results["memory"] = memory_bench.run(env, code="pv", progress=progress)
-    results["duration_s"] = round(time.monotonic() - started, 1)
+                sizes = QUICK_MEMORY if quick else {}
+                part("memory", lambda: memory_bench.run(env, code="pv", progress=progress, **sizes))
     with progress.step("report: latest.json, latest.md, latest.png") as p:
-        results["targets"] = report.targets(results)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "latest.md").write_text(report.markdown(results))
-        if not args.no_png:
-            report.chart(results, args.out / "latest.png")
+        write(final=True)
         ok = sum(t["ok"] for t in results["targets"].values())
         p.result(f"{ok}/{len(results['targets'])} targets met; written to {args.out}")
     print(report.markdown(results))
+    if results.get("errors"):
+        print(f"FAILED parts: {results['errors']}", file=sys.stderr)
+        return 1
     return 0
+
+
+def source_revision() -> dict:
+    """The commit measured, and whether engine/ or app/ differ from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*cmd) -> str | None:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True)
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    dirty = git("status", "--porcelain", "--", "engine", "app")
+    return {"commit": git("rev-parse", "HEAD"), "engine_or_app_modified": bool(dirty)}
 
 
 if __name__ == "__main__":

@@ -98,25 +98,27 @@ def load(counters: Counters, increments) -> float:
 
 
 class StageClock:
-    """Splits a flush_all() into Redis/sequence, SQL apply and commit time via the hook."""
+    """Splits a flush_all() by the engine's stage hook: ``until_<stage>`` is the time from
+    the previous stage to that one, summed over shards (``until_claimed`` includes the
+    previous shard's release); ``after_<last stage>`` is the tail after the last shard."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.last = time.perf_counter()
-        self.split = {"redis_and_seq_s": 0.0, "sql_apply_s": 0.0, "commit_s": 0.0}
+        self.last_stage = None
+        self.split: dict[str, float] = {}
 
     def __call__(self, stage: str, shard: int) -> None:
         now = time.perf_counter()
-        key = {"claimed": "redis_and_seq_s", "applied": "sql_apply_s", "committed": "commit_s"}
-        self.split[key[stage]] += now - self.last
-        self.last = now
+        key = f"until_{stage}_s"
+        self.split[key] = self.split.get(key, 0.0) + now - self.last
+        self.last, self.last_stage = now, stage
 
     def finish(self, total_s: float) -> dict:
-        # what follows the last commit (release, stats) is Redis work too
-        self.split["redis_and_seq_s"] += time.perf_counter() - self.last
-        self.split["python_and_other_s"] = max(0.0, total_s - sum(self.split.values()))
+        key = f"after_{self.last_stage}_s" if self.last_stage else "other_s"
+        self.split[key] = self.split.get(key, 0.0) + time.perf_counter() - self.last
         return {k: round(v, 6) for k, v in self.split.items()}
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from . import loadgen
+from .cpu import CpuMeter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,12 +56,12 @@ STOP_TIMEOUT_S = 20.0
 
 @dataclass
 class HttpConfig:
-    duration_s: float = 5.0
-    rounds: int = 3
+    duration_s: float = 4.0
+    rounds: int = 5
     connections: int = 16
     spread_posts: int = 10_000
-    workers: int = 2
-    threads: int = 4
+    # the project's web configuration (Procfile.dev): 2 processes x 4 threads (gthread)
+    gunicorn: str = "--workers 2 --threads 4"
     celery_concurrency: int = 2
     loadgen: str = "auto"
     calibrate: bool = True
@@ -68,14 +69,7 @@ class HttpConfig:
     warmup_s: float = 1.0
 
     def gunicorn_args(self) -> list[str]:
-        return [
-            "--workers",
-            str(self.workers),
-            "--threads",
-            str(self.threads),
-            "--log-level",
-            "warning",
-        ]
+        return [*self.gunicorn.split(), "--log-level", "warning"]
 
 
 def free_port() -> int:
@@ -123,10 +117,15 @@ class Stack:
     # -- setup -----------------------------------------------------------------
 
     def build_app(self):
-        os.environ.update(self.environ)  # create_app() reads the environment
         from .bench_app import create_bench_app
 
-        self.app = create_bench_app()
+        saved = dict(os.environ)
+        os.environ.update(self.environ)  # create_app() reads the environment
+        try:
+            self.app = create_bench_app()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         self.celery = self.app.extensions["celery"]
         return self.app
 
@@ -209,6 +208,10 @@ class Stack:
         from app.tasks import flush_counters
 
         flush_counters.delay().get(timeout=60)  # the worker is up and can reach both stores
+        self.cpu = CpuMeter(
+            trees={"gunicorn": self.gunicorn.pid, "celery_worker": self.worker.pid},
+            names={"redis": "redis-server", "postgres": "postgres"},
+        )
         threading.Thread(target=self._tick, daemon=True).start()
 
     def _tick(self) -> None:
@@ -278,6 +281,7 @@ class Stack:
         method = VARIANTS[variant][0]
         self.settle()
         before = self.total_views()
+        self.cpu.start()
         res = loadgen.run(
             self.base_url,
             method,
@@ -302,6 +306,11 @@ class Stack:
             # in-flight requests at the load generator's cut-off may land uncounted by it
             if not accepted <= persisted <= accepted + self.cfg.connections:
                 out["error"] = f"{accepted} views accepted but {persisted} persisted"
+        used = self.cpu.stop()  # over the load and, for counted views, until persisted
+        used["loadgen"] = res.client_cpu_s
+        out["cpu_us_per_request"] = {
+            k: round(v / max(1, res.requests) * 1e6, 1) for k, v in used.items()
+        }
         if res.non_2xx or res.errors:
             out["error"] = f"{res.non_2xx} non-2xx responses, socket errors {res.errors}"
         return out
@@ -416,15 +425,50 @@ def running_stack(env, cfg: HttpConfig, progress=None):
 
 
 def plan(cfg: HttpConfig) -> list[tuple[str, str, int]]:
-    """(variant, distribution, round) in run order: fast variants alternate direction
-    every round so a drift of the machine does not favour one; Celery runs last."""
+    """(variant, distribution, round) in run order. Every round runs each fast variant
+    on both distributions back to back, and reverses both orders on odd rounds, so the
+    runs a ratio compares are close in time and a drift of the machine favours none.
+    Celery runs last (its queue takes a while to drain)."""
     runs = []
     for rnd in range(cfg.rounds):
         order = FAST if rnd % 2 == 0 else tuple(reversed(FAST))
-        for dist in DISTRIBUTIONS:
-            runs += [(v, dist, rnd) for v in order]
+        dists = DISTRIBUTIONS if rnd % 2 == 0 else tuple(reversed(DISTRIBUTIONS))
+        runs += [(v, d, rnd) for v in order for d in dists]
     runs += [("celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
     return runs
+
+
+# (name, numerator, denominator, metric): ratios taken within each round, then the median
+PAIRED = (
+    ("write_behind/noop hot", "write_behind/hot", "noop/hot", "rps"),
+    ("write_behind/noop spread", "write_behind/spread", "noop/spread", "rps"),
+    ("page/noop hot", "page/hot", "noop/hot", "rps"),
+    ("page/noop spread", "page/spread", "noop/spread", "rps"),
+    ("write_behind hot/spread", "write_behind/hot", "write_behind/spread", "rps"),
+    ("coalesced/noop hot", "coalesced/hot", "noop/hot", "rps"),
+    ("coalesced/noop spread", "coalesced/spread", "noop/spread", "rps"),
+    (
+        "persisted write_behind/sql_per_view hot",
+        "write_behind/hot",
+        "sql_per_view/hot",
+        "persisted_views_per_s",
+    ),
+)
+
+
+def paired_ratios(samples: dict[str, list[dict]]) -> dict:
+    """Per-round ratios of runs made close in time, and their median: steadier than a
+    ratio of medians when other processes come and go on the machine."""
+    out = {}
+    for name, num, den, metric in PAIRED:
+        a, b = samples.get(num, []), samples.get(den, [])
+        ratios = [x[metric] / y[metric] for x, y in zip(a, b, strict=False) if y.get(metric)]
+        if ratios:
+            out[name] = {
+                "median": round(statistics.median(ratios), 3),
+                "rounds": [round(r, 3) for r in ratios],
+            }
+    return out
 
 
 def summarize(samples: list[dict]) -> dict:
@@ -438,6 +482,10 @@ def summarize(samples: list[dict]) -> dict:
     out["client_cpu_share"] = round(statistics.median(s["client_cpu_share"] for s in samples), 3)
     out["machine_cpu_busy"] = round(statistics.median(s["machine_cpu_busy"] for s in samples), 3)
     out["requests"] = sum(s["requests"] for s in samples)
+    out["cpu_us_per_request"] = {
+        k: round(statistics.median(s["cpu_us_per_request"][k] for s in samples), 1)
+        for k in samples[0]["cpu_us_per_request"]
+    }
     errors = [s["error"] for s in samples if "error" in s]
     if errors:
         out["errors"] = errors
@@ -502,6 +550,7 @@ def run(env, cfg: HttpConfig, progress=None) -> dict:
         for key, runs in samples.items():
             variant, dist = key.split("/")
             result["variants"].setdefault(variant, {})[dist] = summarize(runs)
+        result["paired_ratios"] = paired_ratios(samples)
         result["flush_ticks"] = stack.ticks
     finally:
         ctx.__exit__(None, None, None)
