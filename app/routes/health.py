@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app
 
 from ..counters import get_counters
 from ..extensions import db
+from ..metrics import exposition
 
 bp = Blueprint("health", __name__)
 
@@ -43,6 +44,5 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(
-        prometheus_client.generate_latest(), content_type=prometheus_client.CONTENT_TYPE_LATEST
-    )
+    """The engine's shared state, read from Redis now: the same in every process."""
+    return Response(exposition(get_counters()), content_type=prometheus_client.CONTENT_TYPE_LATEST)
