@@ -1,4 +1,5 @@
-"""``flask --app app counters flush|reconcile|stats``, ``users create NAME``, ``seed-demo``."""
+"""``flask --app app counters flush|reconcile|stats|schedule``, ``users create NAME``,
+``seed-demo``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import json
 
 import click
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import content, maintenance
+from . import content, maintenance, schedules
 from .extensions import db
 from .kinds import ARTICLES, POSTS
 from .models import Post
@@ -39,10 +40,118 @@ def reconcile_command():
     _print(maintenance.reconcile())
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _last(what: str, last: dict | None, details: str) -> str:
+    if last is None:
+        return f"last {what}: never"
+    return f"last {what}: {last['at']} ({_seconds(last['age_s'])} ago), {details}"
+
+
+def stats_text(stats: dict) -> str:
+    """``maintenance.stats()`` for a terminal."""
+    lines = [
+        f"pending counters: {stats['pending']} (inflight {stats['inflight']}), "
+        + (
+            f"oldest pending delta: {_seconds(stats['oldest_pending_age_s'])} old"
+            if stats["oldest_pending_age_s"] is not None
+            else "nothing to flush"
+        ),
+        "",
+        f"{'shard':>5}  {'pending':>8}  {'inflight':>8}  {'batch':>8}  oldest",
+    ]
+    for s in stats["shards"]:
+        lines.append(
+            f"{s['shard']:>5}  {s['pending']:>8}  {s['inflight']:>8}  "
+            f"{s['inflight_seq'] or '-':>8}  {_seconds(s['oldest_age_s'])}"
+        )
+    flush, rec = stats["last_flush"], stats["last_reconcile"]
+    lines.append("")
+    if flush is not None:
+        errors = "; ".join(flush["errors"]) or "no errors"
+        flush_details = (
+            f"{flush['flushed']} counters in {flush['batches']} batches, "
+            f"{_seconds(flush['duration_s'])}, {flush['rows_missing']} rows missing, {errors}"
+        )
+    lines.append(_last("flush", flush, flush_details if flush is not None else ""))
+    rec_details = f"{rec['checked']} checked, {rec['fixed']} fixed" if rec is not None else ""
+    lines.append(_last("reconcile", rec, rec_details))
+    lines += ["", "totals:"]
+    lines += [f"  {name:<24} {n}" for name, n in stats["totals"].items()]
+    lines += ["", "increments accepted:"]
+    lines += [f"  {name:<24} {n}" for name, n in stats["accepted"].items()] or ["  none"]
+    return "\n".join(lines)
+
+
 @counters_cli.command("stats")
-def stats_command():
-    """Backlog per shard and the last flush and reconcile."""
-    _print(maintenance.stats())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def stats_command(as_json: bool):
+    """Backlog per shard, the last flush and reconcile, the running totals."""
+    stats = maintenance.stats()
+    if as_json:
+        _print(stats)
+    else:
+        click.echo(stats_text(stats))
+
+
+def schedule_text(schedule: dict) -> str:
+    lines = []
+    for e in schedule["entries"]:
+        every = f"every {e['interval_s']:g} s" if e["interval_s"] is not None else "not an interval"
+        where = "set at runtime" if e["source"] == "runtime" else "from the config"
+        if not e["in_redis"]:
+            lines.append(f"{e['name']}: {every} ({where}); not in Redis yet (no beat has run)")
+            continue
+        runs = e["total_run_count"]
+        last = f"last run {e['last_run_at']}, {runs} runs" if runs else "not run yet"
+        lines.append(
+            f"{e['name']}: {every} ({where}), next run {e['next_run_at']}, {last}"
+            + ("" if e["enabled"] else ", DISABLED")
+        )
+    return "\n".join(lines)
+
+
+def _show_schedule(as_json: bool) -> None:
+    schedule = schedules.describe(current_app.extensions["celery"], current_app.config)
+    if as_json:
+        _print(schedule)
+    else:
+        click.echo(schedule_text(schedule))
+
+
+@counters_cli.group("schedule", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+@with_appcontext
+def schedule_cli(ctx: click.Context, as_json: bool):
+    """The RedBeat entries that flush and reconcile: interval and next run."""
+    if ctx.invoked_subcommand is None:
+        _show_schedule(as_json)
+
+
+@schedule_cli.command("set")
+@click.argument("kind", type=click.Choice(list(schedules.KINDS)))
+@click.argument("seconds", type=float)
+def schedule_set_command(kind: str, seconds: float):
+    """Run flush or reconcile every SECONDS from now on; a running beat follows, and the
+    interval survives a beat restart."""
+    try:
+        schedules.set_interval(current_app.extensions["celery"], kind, seconds)
+    except schedules.BadInterval as exc:
+        raise click.BadParameter(str(exc), param_hint="SECONDS") from None
+    _show_schedule(False)
+
+
+@schedule_cli.command("reset")
+@click.argument("kind", type=click.Choice(list(schedules.KINDS)))
+def schedule_reset_command(kind: str):
+    """Go back to the configured interval (COUNTERS_FLUSH/RECONCILE_INTERVAL)."""
+    schedules.reset_interval(current_app.extensions["celery"], current_app.config, kind)
+    _show_schedule(False)
 
 
 @users_cli.command("create")

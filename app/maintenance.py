@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 
 from engine import CounterError
 
 from .counters import get_counters
 from .kinds import KINDS
+from .metrics import counter_name
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +42,63 @@ def flush() -> dict:
 
 def reconcile(names=None, ids=None) -> dict:
     """Exact recount of ``names`` (default all) for ``ids`` (default every row)."""
-    return get_counters().reconcile(names, ids).as_dict()
+    started = time.perf_counter()
+    result = get_counters().reconcile(names, ids).as_dict()
+    record = {
+        "event": "reconcile",
+        "counters": None if names is None else list(names),  # None: every counter
+        "rows": None if ids is None else len(ids),  # None: every row
+        "checked": result["checked"],
+        "fixed": result["fixed"],
+        "duration_s": round(time.perf_counter() - started, 6),
+    }
+    log.info("%s", json.dumps(record))
+    return result
+
+
+def _age_s(ms: int | None, now_s: float) -> float | None:
+    return round(max(0.0, now_s - ms / 1000), 3) if ms is not None else None
+
+
+def _when(last: dict | None, now_s: float) -> dict | None:
+    """A last flush/reconcile record with its time as ISO 8601 and its age."""
+    if last is None:
+        return None
+    at = datetime.fromtimestamp(last["at_ms"] / 1000, timezone.utc)
+    return {
+        **last,
+        "at": at.isoformat(timespec="milliseconds"),
+        "age_s": _age_s(last["at_ms"], now_s),
+    }
 
 
 def stats() -> dict:
-    """Counters waiting for Postgres (pending and inflight), per shard, the last flush and
-    reconcile, and the engine's running totals."""
+    """Counters waiting for Postgres (``pending`` includes the ``inflight`` ones), per
+    shard with the age of their oldest delta, the last flush and reconcile, the engine's
+    running totals and the increments accepted per counter, as every process sees them."""
     counters = get_counters()
     shards = counters.backlog()
-    oldest = [s["oldest_ms"] for s in shards if s["oldest_ms"] is not None]
-    age_s = max(0.0, time.time() - min(oldest) / 1000) if oldest else None
     shared = counters.stats.snapshot()
+    now_s = time.time()
+    for shard in shards:
+        shard["oldest_age_s"] = _age_s(shard["oldest_ms"], now_s)
+    oldest = [s["oldest_ms"] for s in shards if s["oldest_ms"] is not None]
+    flushes = shared["flush_buckets"][-1][1]
+    accepted = {
+        counter_name(counters.registry, code): n for code, n in sorted(shared["accepted"].items())
+    }
     return {
         "pending": sum(s["pending"] + s["inflight"] for s in shards),
         "inflight": sum(s["inflight"] for s in shards),
-        "oldest_pending_age_s": round(age_s, 3) if age_s is not None else None,
+        "oldest_pending_age_s": _age_s(min(oldest), now_s) if oldest else None,
         "shards": shards,
-        "last_flush": shared["last_flush"],
-        "last_reconcile": shared["last_reconcile"],
+        "last_flush": _when(shared["last_flush"], now_s),
+        "last_reconcile": _when(shared["last_reconcile"], now_s),
+        "flush_batch_duration": {
+            "count": flushes,
+            "sum_s": round(shared["flush_seconds_sum"], 6),
+            "mean_s": round(shared["flush_seconds_sum"] / flushes, 6) if flushes else None,
+        },
         "totals": shared["totals"],
-        "accepted": shared["accepted"],
+        "accepted": accepted,
     }

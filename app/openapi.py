@@ -6,10 +6,12 @@ from .actions import ACTIONS, TARGETS
 from .ids import MAX_ID
 from .kinds import COUNT_COLUMNS, KINDS, Kind
 from .routes.content import COMMENT_CHARS, CONTENT_CHARS, PAGE_LIMIT, TITLE_CHARS
+from .schedules import BOUNDS_S
 
 ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
 TIME = {"type": "string", "format": "date-time"}
 COUNT = {"type": "integer", "format": "int64"}
+SECONDS = {"type": "number"}
 USER = [{"bearer": []}]
 ADMIN = [{"adminBearer": []}]
 
@@ -217,7 +219,72 @@ def schemas() -> dict:
             "properties": {"checked": COUNT, "fixed": COUNT},
             "required": ["checked", "fixed"],
         },
-        "Stats": {"type": "object", "properties": {"pending": COUNT}, "required": ["pending"]},
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "pending": {**COUNT, "description": "counters not yet in Postgres, inflight too"},
+                "inflight": COUNT,
+                "oldest_pending_age_s": {**SECONDS, "nullable": True},
+                "shards": {"type": "array", "items": ref("ShardBacklog")},
+                "last_flush": {"type": "object", "nullable": True},
+                "last_reconcile": {"type": "object", "nullable": True},
+                "flush_batch_duration": {"type": "object"},
+                "totals": {"type": "object", "additionalProperties": COUNT},
+                "accepted": {
+                    "type": "object",
+                    "additionalProperties": COUNT,
+                    "description": "increments accepted per counter (table.column)",
+                },
+            },
+            "required": ["pending", "inflight", "shards", "totals"],
+        },
+        "ShardBacklog": obj(
+            {
+                "shard": {"type": "integer"},
+                "pending": COUNT,
+                "inflight": COUNT,
+                "inflight_seq": {**COUNT, "nullable": True},
+                "oldest_ms": {**COUNT, "nullable": True},
+                "oldest_age_s": {**SECONDS, "nullable": True},
+            }
+        ),
+        "Schedule": obj(
+            {
+                "flush_interval": SECONDS,
+                "reconcile_interval": SECONDS,
+                "entries": {"type": "array", "items": ref("ScheduleEntry")},
+            }
+        ),
+        "ScheduleEntry": obj(
+            {
+                "name": text,
+                "kind": {"type": "string", "enum": ["flush", "reconcile"]},
+                "source": {"type": "string", "enum": ["config", "runtime"]},
+                "configured_interval_s": SECONDS,
+                "in_redis": {"type": "boolean"},
+                "task": {**text, "nullable": True},
+                "interval_s": {**SECONDS, "nullable": True},
+                "expires_s": {**SECONDS, "nullable": True},
+                "enabled": {"type": "boolean", "nullable": True},
+                "last_run_at": {**TIME, "nullable": True},
+                "next_run_at": {**TIME, "nullable": True},
+                "total_run_count": COUNT,
+            }
+        ),
+        "ScheduleChange": {
+            "type": "object",
+            "properties": {
+                f"{kind}_interval": {
+                    "type": "number",
+                    "minimum": low,
+                    "maximum": high,
+                    "description": f"seconds between two {kind} runs",
+                }
+                for kind, (low, high) in BOUNDS_S.items()
+            },
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
         "Health": {"type": "object", "properties": {"status": text}, "required": ["status"]},
     }
 
@@ -272,6 +339,20 @@ def document() -> dict:
                 security=ADMIN,
             )
         }
+    paths["/api/admin/counters/schedule"] = {
+        "get": op(
+            "The RedBeat flush and reconcile entries: interval, next run",
+            {"200": ok("the schedule", ref("Schedule")), **errors(401, 403, 503)},
+            security=ADMIN,
+        ),
+        "put": op(
+            "Change the flush and/or reconcile interval; a running beat follows, "
+            "and the change survives a beat restart",
+            {"200": ok("the new schedule", ref("Schedule")), **errors(400, 401, 403, 413, 503)},
+            security=ADMIN,
+            requestBody=body(ref("ScheduleChange")),
+        ),
+    }
     paths["/healthz"] = {
         "get": op(
             "Redis and Postgres reachable",
@@ -280,7 +361,8 @@ def document() -> dict:
     }
     paths["/metrics"] = {
         "get": op(
-            "Prometheus metrics",
+            "Prometheus metrics of the engine, read from Redis: the same in every process "
+            "(counter_buffer_up 0 when Redis is down)",
             {
                 "200": {
                     "description": "text",

@@ -21,7 +21,7 @@ from tests.servers import redis_url
 
 REDIS_DB = 15
 RUN = uuid.uuid4().hex[:10]
-PREFIX = f"t{RUN}"  # this run's counter keys: {t<run>:<shard>}:..., {t<run>}:stats
+PREFIX = f"t{RUN}"  # this run's keys: {t<run>:<shard>}:..., {t<run>}:stats, redbeat:t<run>:...
 QUEUE = f"test-{RUN}"
 ADMIN_TOKEN = "test-admin-token"
 APP_TABLES = (
@@ -76,8 +76,14 @@ def counter_keys(client) -> list[bytes]:
     return sorted(client.scan_iter(match=f"{{{PREFIX}*", count=1000))
 
 
+def beat_keys(client) -> list[bytes]:
+    """This run's RedBeat keys (entries, schedule, lock, stored intervals)."""
+    return list(client.scan_iter(match=f"redbeat:{PREFIX}:*", count=1000))
+
+
 def clean_redis(client) -> None:
-    keys = counter_keys(client) + list(client.scan_iter(match=f"*{QUEUE}*", count=1000))
+    keys = counter_keys(client) + beat_keys(client)
+    keys += list(client.scan_iter(match=f"*{QUEUE}*", count=1000))
     if keys:
         client.delete(*keys)
 

@@ -1,4 +1,7 @@
-"""/api/admin/counters: flush, reconcile, stats; ADMIN_TOKEN or nothing."""
+"""/api/admin/counters: flush, reconcile, stats, schedule; ADMIN_TOKEN or nothing."""
+
+import time
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +13,8 @@ ENDPOINTS = [
     ("post", "/api/admin/counters/flush"),
     ("post", "/api/admin/counters/reconcile"),
     ("get", "/api/admin/counters/stats"),
+    ("get", "/api/admin/counters/schedule"),
+    ("put", "/api/admin/counters/schedule"),
 ]
 
 
@@ -60,6 +65,31 @@ def test_stats_report_pending_counters_and_the_last_runs(client, user):
     assert body["pending"] == 0
     assert body["last_flush"]["flushed"] == 2
     assert body["last_reconcile"]["checked"] > 0
+
+
+def test_stats_name_the_counters_and_time_the_last_runs(client, user, make_app):
+    post = create(client, user)
+    for _ in range(2):
+        client.post(f"/api/posts/{post}/view")
+    act(client, user, "like", "post", post)
+    before = time.time()
+    client.post("/api/admin/counters/flush", headers=ADMIN)
+    client.post(f"/api/posts/{post}/view")  # pending again
+    # another app instance (another process) reads the same shared state
+    body = make_app().test_client().get("/api/admin/counters/stats", headers=ADMIN).json
+    assert body["accepted"] == {"posts.likes_count": 1, "posts.view_count": 3}
+    assert body["pending"] == 1 and body["inflight"] == 0
+    shard = body["shards"][post % 4]
+    assert shard["pending"] == 1 and shard["oldest_age_s"] >= 0
+    assert all(s["oldest_age_s"] is None for s in body["shards"] if s["shard"] != post % 4)
+    last = body["last_flush"]
+    assert last["flushed"] == 2 and last["batches"] == 1 and last["duration_s"] >= 0
+    at = datetime.fromisoformat(last["at"]).timestamp()
+    assert before - 1 <= at <= time.time() + 1 and last["age_s"] >= 0
+    assert body["flush_batch_duration"]["count"] == 1
+    assert body["flush_batch_duration"]["mean_s"] == body["flush_batch_duration"]["sum_s"]
+    assert body["totals"]["flushes"] == 1 and body["totals"]["counters_applied"] == 2
+    assert body["last_reconcile"] is None
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)

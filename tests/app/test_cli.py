@@ -1,4 +1,4 @@
-"""flask --app app counters flush|reconcile|stats, users create, seed-demo."""
+"""flask --app app counters flush|reconcile|stats|schedule, users create, seed-demo."""
 
 import json
 
@@ -29,7 +29,7 @@ def test_users_create_refuses_bad_or_taken_names(app, user):
 def test_counters_commands_print_json(app, client, user, sql):
     post = create(client, user)
     client.post(f"/api/posts/{post}/view")
-    stats = json.loads(run(app, "counters", "stats").output)
+    stats = json.loads(run(app, "counters", "stats", "--json").output)
     assert stats["pending"] == 1
     flushed = json.loads(run(app, "counters", "flush").output)
     assert flushed["flushed"] == 1
@@ -52,3 +52,20 @@ def test_seed_demo_is_repeatable(app, client):
     assert len(client.get("/api/posts").json["items"]) == 3
     token = again["users"]["bob"]["token"]  # reissued, and it works
     assert client.delete(f"/api/posts/{post}", headers=bearer(token)).status_code == 403
+
+
+def test_counters_stats_prints_readable_text_by_default(app, client, user):
+    post = create(client, user)
+    client.post(f"/api/posts/{post}/view")
+    before = run(app, "counters", "stats")
+    assert before.exit_code == 0, before.output
+    assert "pending counters: 1 (inflight 0)" in before.output
+    assert "last flush: never" in before.output
+    assert "posts.view_count" in before.output
+    run(app, "counters", "flush")
+    run(app, "counters", "reconcile")
+    after = run(app, "counters", "stats").output
+    assert "pending counters: 0" in after
+    assert "last flush: 20" in after and "1 counters in 1 batches" in after
+    assert "4 checked, 0 fixed" in after
+    assert json.loads(run(app, "counters", "stats", "--json").output)["totals"]["flushes"] == 1
