@@ -13,6 +13,7 @@ from engine import DEFAULT_SHARDS
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_CONTENT_LENGTH_BYTES = 1024 * 1024
+LOCK_TIMEOUT_MIN_LOOPS = 3  # CELERY_REDBEAT_LOCK_TIMEOUT >= this many beat loops
 
 DEFAULTS: dict = {
     "DATABASE_URL": DEFAULT_DATABASE_URL,
@@ -24,6 +25,16 @@ DEFAULTS: dict = {
     "COUNTERS_PREFIX": "ctr",
     "COUNTERS_REDIS_URL": None,  # None: the counters share REDIS_URL
     "COUNTERS_REDIS_CLUSTER": False,
+    # Shards per ``flush_shards`` task: the scheduled flush sends one task per group of
+    # dirty shards, so that many workers flush at once (see docs/scaling.md).
+    "COUNTERS_FLUSH_GROUP_SIZE": 4,
+    "CELERY_TASK_DEFAULT_QUEUE": None,  # None: Celery's own default queue, "celery"
+    # A beat wakes at least this often (s), and extends its RedBeat lock each time.
+    "CELERY_BEAT_MAX_LOOP_INTERVAL": 5.0,
+    # s; a standby beat takes over at most this long (plus one loop) after the active
+    # one dies. It must outlive a beat loop by far, or a second beat could take over
+    # mid-loop: at least LOCK_TIMEOUT_MIN_LOOPS loops.
+    "CELERY_REDBEAT_LOCK_TIMEOUT": 30.0,
     "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH_BYTES,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "CELERY": {},  # Celery settings that override the ones built in app.celery_utils
@@ -33,6 +44,9 @@ PARSERS = {
     "COUNTERS_FLUSH_INTERVAL": float,
     "COUNTERS_RECONCILE_INTERVAL": float,
     "COUNTERS_SHARDS": int,
+    "COUNTERS_FLUSH_GROUP_SIZE": int,
+    "CELERY_BEAT_MAX_LOOP_INTERVAL": float,
+    "CELERY_REDBEAT_LOCK_TIMEOUT": float,
     "COUNTERS_REDIS_CLUSTER": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
 }
 
@@ -46,6 +60,10 @@ ENV_KEYS = [
     "COUNTERS_PREFIX",
     "COUNTERS_REDIS_URL",
     "COUNTERS_REDIS_CLUSTER",
+    "COUNTERS_FLUSH_GROUP_SIZE",
+    "CELERY_TASK_DEFAULT_QUEUE",
+    "CELERY_BEAT_MAX_LOOP_INTERVAL",
+    "CELERY_REDBEAT_LOCK_TIMEOUT",
 ]
 
 
@@ -76,4 +94,12 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
     config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
     if config["COUNTERS_FLUSH_INTERVAL"] <= 0 or config["COUNTERS_RECONCILE_INTERVAL"] <= 0:
         raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
+    if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
+        raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
+    loop_s, lock_s = config["CELERY_BEAT_MAX_LOOP_INTERVAL"], config["CELERY_REDBEAT_LOCK_TIMEOUT"]
+    if loop_s <= 0 or lock_s < LOCK_TIMEOUT_MIN_LOOPS * loop_s:
+        raise ValueError(
+            "CELERY_REDBEAT_LOCK_TIMEOUT must be at least "
+            f"{LOCK_TIMEOUT_MIN_LOOPS} x CELERY_BEAT_MAX_LOOP_INTERVAL (a positive number of s)"
+        )
     return config
