@@ -7,6 +7,7 @@ involved, sent in parallel).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,10 +16,14 @@ from importlib import resources
 
 from redis.client import Pipeline
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import redis_errors
+from .errors import BufferUnavailable, redis_errors
 from .keys import OLDEST_FIELD, Keys, field
+
+log = logging.getLogger(__name__)
+
+DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its claim
 
 # The existence bitmap of a shard addresses at most 2**32 bits (Redis' limit).
 MAX_BIT_OFFSET = 2**32 - 1
@@ -122,6 +127,7 @@ class Buffer:
         self._incr = redis.register_script(_load("incr.lua"))
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
+        self._waitaof = isinstance(redis.pipeline(transaction=False), Pipeline)
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
 
@@ -204,6 +210,27 @@ class Buffer:
         with redis_errors(f"number shard {shard}"):
             seq = self._assign(keys=keys, args=[token, fresh_seq])
         return int(seq) if seq is not None else None
+
+    def make_durable(self, shard: int, timeout_ms: int = DURABLE_TIMEOUT_MS) -> None:
+        """Wait until Redis has fsynced its append-only file up to now (``WAITAOF``).
+
+        A claim and its seq must survive a Redis crash once Postgres may hold the batch:
+        an AOF that lost them would hand the same deltas out again, unnumbered. Without
+        AOF, or before Redis 7.2, or on a cluster client, there is nothing to wait for
+        and this is a no-op; raises BufferUnavailable if the fsync does not come in time.
+        """
+        if not self._waitaof:
+            return
+        try:
+            local, _ = self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)
+        except ResponseError as exc:  # unknown command, or appendonly disabled
+            log.info("WAITAOF unavailable, batches are not fsynced first: %s", exc)
+            self._waitaof = False
+            return
+        except RedisError as exc:
+            raise BufferUnavailable(f"waitaof shard {shard}: {exc}") from exc
+        if local < 1:
+            raise BufferUnavailable(f"shard {shard}: claim not fsynced in {timeout_ms} ms")
 
     def release(self, shard: int, token: str) -> bool:
         """Forget a batch that Postgres holds; a no-op unless it is still the inflight one."""

@@ -13,6 +13,10 @@ Protocol, per shard:
    in id order; rows that no longer exist are dropped and counted.
 4. release (Lua): delete inflight, only if it still carries our token.
 
+Between 2 and 3 the flush waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with
+AOF on): a Redis crash that rolled back a claim or a seq after Postgres committed
+the batch would otherwise hand the same deltas out again.
+
 Races closed: a worker killed after claim or inside the transaction leaves the
 inflight batch, which the next flush resumes; killed after commit, the next flush
 finds ``applied_seq >= seq`` and only releases. Two flushes of one shard (a
@@ -202,6 +206,7 @@ class Flusher:
             seq = self.buffer.assign_seq(shard, claim.token, self._next_seq())
             if seq is None:  # finished by another flush while we were numbering it
                 return None
+        self.buffer.make_durable(shard)
         self._stage("numbered", shard)
         result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
         result.counters = len(claim.deltas)
