@@ -18,8 +18,9 @@ process, no Celery) runs on the same data as a baseline. Medians of the reps are
 Servers: Postgres and Redis on 127.0.0.1 only (``BENCH_DATABASE_URL`` /
 ``BENCH_REDIS_URL``, else ``DATABASE_URL`` / ``REDIS_URL``, else the local defaults).
 The run creates a database ``ctrscale_<random>`` and drops it at the end. In Redis it
-uses db ``SCALING_REDIS_DB`` (default 7), never flushes it, and touches only its own
-keys (counter prefix, queue and task results named after the run), deleted at the end.
+uses db ``SCALING_REDIS_DB`` (default 7) and never flushes it: its own keys (counter
+prefix, queue and task results named after the run) are deleted at the end; Celery's
+shared ``_kombu.*`` bookkeeping of that db is left as the workers leave it.
 Every wait is bounded; the worker processes are stopped at the end, also on errors.
 """
 
