@@ -26,6 +26,15 @@ def _get(d: dict, *path):
     return d
 
 
+SERVER_GROUPS = ("gunicorn", "redis", "postgres", "celery_worker")
+
+
+def server_cpu(variants: dict, variant: str, dist: str) -> float | None:
+    """CPU µs per request of everything but the load generator (median of rounds)."""
+    cpu = _get(variants, variant, dist, "cpu_us_per_request")
+    return sum(cpu.get(g, 0) for g in SERVER_GROUPS) if cpu else None
+
+
 def _ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -61,6 +70,11 @@ def targets(results: dict) -> dict:
     def persisted(variant, dist):
         return _get(v, variant, dist, "persisted_views_per_s")
 
+    def cpu_ratio(variant, dist):
+        """noop's server CPU per request over the variant's: the throughput ratio a
+        CPU-bound machine would show, unaffected by other processes' bursts."""
+        return _ratio(server_cpu(v, "noop", dist), server_cpu(v, variant, dist))
+
     out = {}
     for dist in ("hot", "spread"):
         out[f"write_behind_vs_noop_{dist}"] = _target(
@@ -69,7 +83,8 @@ def targets(results: dict) -> dict:
             0.7,
             ratio(f"write_behind/noop {dist}", rps("write_behind", dist), rps("noop", dist)),
             f"median over rounds of write_behind / noop req/s (medians: "
-            f"{rps('write_behind', dist)} / {rps('noop', dist)})",
+            f"{rps('write_behind', dist)} / {rps('noop', dist)}; server CPU per request "
+            f"gives {_fmt(cpu_ratio('write_behind', dist), '.2f')})",
         )
     trips = _get(results, "http", "round_trips", "write_behind", "redis_round_trips")
     out["write_behind_redis_round_trips"] = _target(
@@ -82,7 +97,8 @@ def targets(results: dict) -> dict:
             0.5,
             ratio(f"page/noop {dist}", rps("page", dist), rps("noop", dist)),
             f"median over rounds of page / noop req/s (medians: "
-            f"{rps('page', dist)} / {rps('noop', dist)})",
+            f"{rps('page', dist)} / {rps('noop', dist)}; server CPU per request "
+            f"gives {_fmt(cpu_ratio('page', dist), '.2f')})",
         )
     wb = persisted("write_behind", "hot")
     for other, bound in (("celery_per_view", 4), ("sql_per_view", 3)):
