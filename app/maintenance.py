@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from engine import CounterError
@@ -18,7 +19,7 @@ from .metrics import counter_name
 log = logging.getLogger(__name__)
 
 
-def _log_flush(summary: dict) -> None:
+def log_flush(summary: dict) -> None:
     # one line per flush; idle flushes (every couple of seconds) only at DEBUG
     busy = summary.get("flushed") or summary.get("errors")
     log.log(
@@ -26,17 +27,37 @@ def _log_flush(summary: dict) -> None:
     )
 
 
-def flush() -> dict:
-    """Flush every shard now, after rebuilding a lost existence index; the summary dict."""
+def _flush_record(summary) -> dict:
+    return {
+        **summary.as_dict(),
+        "shard_batches": [
+            {
+                "shard": s.shard,
+                "seq": s.seq,
+                "counters": s.counters,
+                "resumed": s.resumed,
+                "already_applied": s.already_applied,
+            }
+            for s in summary.shards
+        ],
+    }
+
+
+def flush(shards: Sequence[int] | None = None) -> dict:
+    """Flush ``shards`` (default: every dirty shard) now, after rebuilding a lost
+    existence index; the summary dict, also logged as one JSON line."""
     counters = get_counters()
     counters.existence.ensure_loaded([k.table for k in KINDS])
     try:
-        summary = counters.flush_all().as_dict()
+        if shards is None:
+            summary = _flush_record(counters.flush_all())
+        else:
+            summary = {**_flush_record(counters.flush_shards(shards)), "shards": list(shards)}
     except CounterError as exc:
         partial = getattr(exc, "summary", None)
-        _log_flush(partial.as_dict() if partial is not None else {"errors": [str(exc)]})
+        log_flush(_flush_record(partial) if partial is not None else {"errors": [str(exc)]})
         raise
-    _log_flush(summary)
+    log_flush(summary)
     return summary
 
 

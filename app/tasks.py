@@ -13,16 +13,11 @@ route sends it.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from celery import shared_task
 from flask import current_app
-
-from engine import BufferUnavailable, CounterError, Counters, FlushSummary, StoreUnavailable
-from engine.errors import redis_errors
 
 from . import maintenance
 from .celery_utils import RETRY_KWARGS
@@ -39,104 +34,6 @@ POST_RECOUNTS = [
     "posts.comments_count",
 ]
 ARTICLE_RECOUNTS = [name.replace("posts.", "articles.") for name in POST_RECOUNTS]
-
-# A shard is flushed under a lock of this TTL, so two workers do not both claim, number
-# and fence the same batch. Well above a shard flush (about 30 ms for 1,500 counters in
-# benchmarks/scaling.py); a worker killed mid-flush delays that shard by at most this
-# long. A flush that outlives it only costs work: the engine fences the batch anyway.
-FLUSH_LOCK_TTL_MS = 5_000
-# Deletes the lock only while it holds our token: a flush that outlived the TTL must not
-# drop the lock a newer flush of the shard has taken since.
-RELEASE_LOCK_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-
-def flush_lock_key(counters: Counters, shard: int) -> str:
-    # the shard's hash tag: on a Redis Cluster the lock sits next to the shard's keys
-    return f"{{{counters.keys.prefix}:{shard}}}:flushing"
-
-
-def _lock(counters: Counters, shard: int) -> str | None:
-    """A token when this process now holds the shard's flush lock, None when another does."""
-    token = uuid.uuid4().hex
-    with redis_errors(f"lock shard {shard}"):
-        taken = counters.buffer.redis.set(
-            flush_lock_key(counters, shard), token, nx=True, px=FLUSH_LOCK_TTL_MS
-        )
-    return token if taken else None
-
-
-def _unlock(counters: Counters, shard: int, token: str) -> None:
-    try:
-        release = counters.buffer.redis.register_script(RELEASE_LOCK_LUA)
-        with redis_errors(f"unlock shard {shard}"):
-            release(keys=[flush_lock_key(counters, shard)], args=[token])
-    except BufferUnavailable as exc:  # it expires by itself
-        log.warning("could not release the flush lock of shard %d: %s", shard, exc)
-
-
-def flush_group(shards: Sequence[int]) -> dict:
-    """Flush ``shards`` one after the other, exactly once each (the engine fences every
-    batch), and add the outcome to the shared stats like ``Counters.flush_all``.
-
-    A shard whose flush lock another worker holds is skipped (listed in ``skipped``):
-    that flush applies what is there, and the next scheduled flush what comes after.
-    Returns the flush summary plus ``shards``, ``skipped`` and ``shard_batches`` (a record
-    per batch: shard, seq, counters, resumed, already_applied). A failing shard does not
-    stop the others; the first error is raised after the stats are kept.
-    """
-    counters = get_counters()
-    started = time.perf_counter()
-    summary, skipped = FlushSummary(), []
-    first_error: CounterError | None = None
-    for shard in shards:
-        try:
-            token = _lock(counters, shard)
-            if token is None:
-                skipped.append(shard)
-                continue
-            try:
-                result = counters.flush_shard(shard)
-                if result is not None:
-                    summary.shards.append(result)
-                    if result.resumed:  # an orphaned batch is done; now what piled up behind
-                        result = counters.flush_shard(shard)
-                        if result is not None:
-                            summary.shards.append(result)
-            finally:
-                _unlock(counters, shard, token)
-        except (StoreUnavailable, BufferUnavailable) as exc:
-            summary.errors.append(f"shard {shard}: {exc}")
-            first_error = first_error or exc
-    summary.duration_s = time.perf_counter() - started
-    try:
-        counters.stats.record_flush(summary)
-    except BufferUnavailable as exc:  # advisory: must not turn a done flush into a failed one
-        log.warning("could not record counter stats: %s", exc)
-    out = {
-        **summary.as_dict(),
-        "shards": list(shards),
-        "skipped": skipped,
-        "shard_batches": [
-            {
-                "shard": s.shard,
-                "seq": s.seq,
-                "counters": s.counters,
-                "resumed": s.resumed,
-                "already_applied": s.already_applied,
-            }
-            for s in summary.shards
-        ],
-    }
-    maintenance._log_flush(out)  # the same JSON "flush" line as the synchronous flush
-    if first_error is not None:
-        first_error.summary = summary
-        raise first_error
-    return out
 
 
 def groups_of(shards: Sequence[int], size: int) -> list[list[int]]:
@@ -158,7 +55,7 @@ def flush_counters(self) -> dict:
         counters.buffer.dirty_shards(), current_app.config["COUNTERS_FLUSH_GROUP_SIZE"]
     )
     if len(groups) <= 1:
-        return flush_group(groups[0] if groups else [])
+        return maintenance.flush(groups[0] if groups else [])
     queue = (self.request.delivery_info or {}).get("routing_key")
     expires_s = current_app.config["COUNTERS_FLUSH_INTERVAL"]
     dispatched = []
@@ -176,8 +73,9 @@ def flush_counters(self) -> dict:
 
 @shared_task(bind=True, acks_late=True, **RETRY_KWARGS)
 def flush_shards(self, shards: list[int]) -> dict:
-    """Flush one group of shards sent by ``flush_counters``; see :func:`flush_group`."""
-    return {**flush_group([int(s) for s in shards]), "worker": self.request.hostname}
+    """Flush one group of shards sent by ``flush_counters``, each under its flush lock
+    (``Counters.flush_shards``): a shard another worker is flushing is ``skipped``."""
+    return {**maintenance.flush([int(s) for s in shards]), "worker": self.request.hostname}
 
 
 @shared_task(bind=True, **RETRY_KWARGS)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-from .buffer import Buffer, Outcome
+from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError
 from .exists import Existence
 from .flush import Flusher, FlushSummary, Hook, ShardFlush
@@ -29,7 +29,9 @@ class Counters:
     ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``, ``sql`` a
     SQLAlchemy engine on Postgres; nothing is created at import time. ``prefix``
     scopes the Redis keys and the ledger rows, so several apps can share servers.
-    ``hook(stage, shard)`` is called at each flush stage (claimed, applied, committed).
+    ``hook(stage, shard)`` is called at each flush stage (claimed, numbered, applied,
+    committed). ``flush_lock_ttl_ms`` bounds how long a flusher that died holds its
+    shard back from the next flush.
     """
 
     def __init__(
@@ -41,12 +43,13 @@ class Counters:
         shards: int = DEFAULT_SHARDS,
         prefix: str = "ctr",
         hook: Hook | None = None,
+        flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
     ) -> None:
         self.registry = registry
         self.keys = Keys(prefix=prefix, shards=shards)
         self.buffer = Buffer(redis, self.keys)
         self.existence = Existence(redis, sql, self.keys)
-        self.flusher = Flusher(self.buffer, sql, registry, prefix, hook)
+        self.flusher = Flusher(self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms)
         self.live = LiveReader(self.buffer, sql, registry, prefix)
         self.reconciler = Reconciler(self.buffer, sql, registry, prefix)
         self.stats = Stats(redis, self.keys)
@@ -87,8 +90,16 @@ class Counters:
 
         On failure the error (with ``.summary``) is raised after the stats are kept.
         """
+        return self._recorded(self.flusher.flush_all)
+
+    def flush_shards(self, shards: Iterable[int]) -> FlushSummary:
+        """Flush a group of shards (one worker's share of a fanned-out flush), recorded
+        in the shared stats like :meth:`flush_all`."""
+        return self._recorded(lambda: self.flusher.flush_shards(shards))
+
+    def _recorded(self, flush) -> FlushSummary:
         try:
-            summary = self.flusher.flush_all()
+            summary = flush()
         except CounterError as exc:
             if getattr(exc, "summary", None) is not None:
                 self._keep(self.stats.record_flush, exc.summary)

@@ -36,12 +36,12 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from .buffer import Buffer, Claim, now_ms
+from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
 from .keys import parse_field
 from .registry import Registry
@@ -80,6 +80,7 @@ class ShardFlush:
 class FlushSummary:
     shards: list[ShardFlush] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # shards another flush was busy with
     duration_s: float = 0.0
 
     @property
@@ -98,6 +99,7 @@ class FlushSummary:
             "max_lag_s": max((s.lag_s for s in self.shards if s.lag_s is not None), default=0.0),
             "duration_s": round(self.duration_s, 6),
             "errors": self.errors,
+            "skipped": self.skipped,
         }
 
 
@@ -157,7 +159,9 @@ class Flusher:
         registry: Registry,
         scope: str,
         hook: Hook | None = None,
+        lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
     ) -> None:
+        self.lock_ttl_ms = lock_ttl_ms
         self.buffer = buffer
         self.sql = sql
         self.registry = registry
@@ -235,8 +239,19 @@ class Flusher:
             )
         return result
 
-    def flush_all(self) -> FlushSummary:
-        """Flush every shard that holds deltas; a failing shard does not stop the others.
+    def _drain(self, shard: int, summary: FlushSummary) -> None:
+        result = self.flush_shard(shard)
+        if result is not None:
+            summary.shards.append(result)
+            if result.resumed:  # the orphaned batch is done; now what piled up behind it
+                result = self.flush_shard(shard)
+                if result is not None:
+                    summary.shards.append(result)
+
+    def flush_shards(self, shards: Iterable[int]) -> FlushSummary:
+        """Flush these shards, each under its flush lock; a failing shard does not stop
+        the others. A shard whose lock another flush holds is skipped (``skipped``): that
+        flush applies what is there, the next one what comes after.
 
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
@@ -244,15 +259,16 @@ class Flusher:
         started = time.perf_counter()
         summary = FlushSummary()
         first_error: CounterError | None = None
-        for shard in self.buffer.dirty_shards():
+        for shard in shards:
+            token = uuid.uuid4().hex
             try:
-                result = self.flush_shard(shard)
-                if result is not None:
-                    summary.shards.append(result)
-                    if result.resumed:  # the orphaned batch is done; now what piled up behind it
-                        result = self.flush_shard(shard)
-                        if result is not None:
-                            summary.shards.append(result)
+                if not self.buffer.lock(shard, token, self.lock_ttl_ms):
+                    summary.skipped.append(shard)
+                    continue
+                try:
+                    self._drain(shard, summary)
+                finally:
+                    self._unlock(shard, token)
             except (StoreUnavailable, BufferUnavailable) as exc:
                 summary.errors.append(f"shard {shard}: {exc}")
                 first_error = first_error or exc
@@ -261,3 +277,13 @@ class Flusher:
             first_error.summary = summary
             raise first_error
         return summary
+
+    def _unlock(self, shard: int, token: str) -> None:
+        try:
+            self.buffer.unlock(shard, token)
+        except BufferUnavailable as exc:
+            log.warning("could not drop the flush lock of shard %d: %s", shard, exc)
+
+    def flush_all(self) -> FlushSummary:
+        """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
+        return self.flush_shards(self.buffer.dirty_shards())

@@ -6,7 +6,8 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:pending      hash  "<id>:<code>" -> delta, plus "_t" = ms of oldest delta
     {ctr:7}:inflight     hash  the claimed batch (same layout), until its commit
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
-    {ctr:7}:seq          str   seq of the last batch claimed on this shard
+    {ctr:7}:seq          str   seq of the last batch numbered on this shard
+    {ctr:7}:flushing     str   flush lock (token, short TTL): saves a second flusher's work
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
@@ -48,6 +49,9 @@ class Keys:
 
     def seq(self, shard: int) -> str:
         return f"{self._tag(shard)}:seq"
+
+    def flushing(self, shard: int) -> str:
+        return f"{self._tag(shard)}:flushing"
 
     def accepted(self, shard: int) -> str:
         return f"{self._tag(shard)}:accepted"

@@ -16,6 +16,8 @@ from redis.cluster import RedisCluster
 from engine import Counters
 from tests.engine.conftest import REGISTRY
 
+VICTIM_LOCK_TTL_MS = 300  # the flush lock a killed victim leaves expires this fast
+
 
 def main() -> None:
     db_url, redis_url, shards, stage = sys.argv[1:5]
@@ -31,6 +33,7 @@ def main() -> None:
         REGISTRY,
         shards=int(shards),
         hook=hook,
+        flush_lock_ttl_ms=VICTIM_LOCK_TTL_MS,
     )
     counters.flush_all()
     sys.exit(3)  # unreachable when the stage is hit

@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,9 +32,19 @@ def run_victim(db_url: str, shards: int, stage: str, victim_redis: list[str]) ->
     return proc.returncode
 
 
+def wait_out_victim_lock(counters, r) -> None:
+    """The dead victim still holds a shard's flush lock; it lapses after its short TTL."""
+    locks = [counters.keys.flushing(s) for s in range(counters.keys.shards)]
+    assert any(r.exists(k) for k in locks)
+    deadline = time.monotonic() + 10
+    while any(r.exists(k) for k in locks):
+        assert time.monotonic() < deadline, "the victim's flush lock never expired"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("stage", ["claimed", "numbered", "applied", "committed"])
 def test_flush_killed_at_each_stage_applies_every_delta_once(
-    stage, make_counters, sql, engine_db, victim_redis
+    stage, make_counters, sql, engine_db, victim_redis, r
 ):
     counters = make_counters(shards=2)
     ids = seed(sql, "items", 20)
@@ -41,6 +52,7 @@ def test_flush_killed_at_each_stage_applies_every_delta_once(
     assert run_victim(engine_db.url, 2, stage, victim_redis) == -signal.SIGKILL
     # increments keep arriving while the claim is orphaned
     counters.incr_many([("items.hits", i, 100) for i in ids])
+    wait_out_victim_lock(counters, r)
     first = counters.flush_all()
     second = counters.flush_all()
     assert first.shards and first.shards[0].resumed
@@ -104,7 +116,7 @@ def test_redis_wiped_after_commit_before_release_loses_nothing_acknowledged_late
     (i,) = seed(sql, "items", 1)
     counters.incr("items.hits", i, 4)
     assert run_victim(engine_db.url, 1, "committed", victim_redis) == -signal.SIGKILL
-    r.flushdb()  # the committed-but-unreleased batch vanishes with the rest
+    r.flushdb()  # the committed-but-unreleased batch and the victim's lock vanish
     counters.incr("items.hits", i, 5)
     counters.flush_all()
     assert stored(sql, "items", "hits") == {i: 9}

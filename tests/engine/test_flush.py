@@ -236,3 +236,18 @@ def test_live_read_never_double_counts_between_commit_and_release(make_counters,
     release.set()
     t.join()
     assert reader.read("items", [i]) == {i: {"hits": 4, "likes": 0}}
+
+
+def test_a_shard_locked_by_another_flusher_is_skipped_not_lost(make_counters, sql, r):
+    counters = make_counters(shards=2)
+    ids = seed(sql, "items", 4)
+    counters.incr_many([("items.hits", i, 1) for i in ids])
+    busy = counters.keys.shard_of(ids[0])
+    assert counters.buffer.lock(busy, "another-flusher")
+    first = counters.flush_shards([0, 1])
+    assert first.skipped == [busy] and len(first.shards) == 1
+    assert r.get(counters.keys.flushing(busy)) == b"another-flusher"  # not ours to drop
+    counters.buffer.unlock(busy, "another-flusher")
+    assert counters.flush_all().skipped == []
+    assert stored(sql, "items", "hits") == {i: 1 for i in ids}
+    assert r.exists(counters.keys.flushing(0), counters.keys.flushing(1)) == 0

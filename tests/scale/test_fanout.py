@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from app import tasks
+from app import maintenance, tasks
 from engine import BufferUnavailable, StoreUnavailable
+from engine.buffer import FLUSH_LOCK_TTL_MS
 from tests.scale.conftest import (
     GROUP_SIZE,
     QUEUE,
@@ -86,16 +87,16 @@ def test_a_shard_another_worker_is_flushing_is_skipped_and_left_pending(scale_ap
     views(app, posts)
     counters = app.extensions["counters"]
     busy = posts[0] % SHARDS
-    r.set(tasks.flush_lock_key(counters, busy), "another-worker", px=tasks.FLUSH_LOCK_TTL_MS)
+    r.set(counters.keys.flushing(busy), "another-worker", px=FLUSH_LOCK_TTL_MS)
     with app.app_context():
-        first = tasks.flush_group(sorted(p % SHARDS for p in posts))
+        first = maintenance.flush(sorted(p % SHARDS for p in posts))
         assert first["skipped"] == [busy] and first["flushed"] == 1
         assert views_in_postgres(app, posts) == {posts[0]: 0, posts[1]: 1}
-        r.delete(tasks.flush_lock_key(counters, busy))  # that worker is done
-        second = tasks.flush_group([busy])
+        r.delete(counters.keys.flushing(busy))  # that worker is done
+        second = maintenance.flush([busy])
     assert second["skipped"] == [] and second["flushed"] == 1
     assert views_in_postgres(app, posts) == {posts[0]: 1, posts[1]: 1}
-    assert not r.exists(tasks.flush_lock_key(counters, posts[1] % SHARDS))  # released
+    assert not r.exists(counters.keys.flushing(posts[1] % SHARDS))  # released
 
 
 def shard_flushes(celery, sent: list) -> list[dict]:
