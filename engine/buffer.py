@@ -81,35 +81,31 @@ class RoundTrip:
     On a single Redis this is one round trip; on a Redis Cluster it is one round trip
     per node involved, sent in parallel. Plain commands go on :attr:`pipe`, scripts
     through :meth:`script`.
+
+    Scripts go out as bare ``EVALSHA`` commands: redis-py's own pipelined scripts cost
+    an extra ``SCRIPT EXISTS`` round trip per execute, and its cluster pipeline refuses
+    them (redis/redis-py#2914), yet the command routes by its keys like any keyed one.
     """
 
     def __init__(self, redis) -> None:
         self.redis = redis
         self.pipe = redis.pipeline(transaction=False)
-        self.cluster = not isinstance(self.pipe, Pipeline)
         self._calls: list[tuple[int, Script, list, list]] = []
 
     def script(self, script: Script, keys: list, args: list) -> None:
-        if not self.cluster:
-            script(keys=keys, args=args, client=self.pipe)
-            return
-        # redis-py (8.1) blocks ClusterPipeline.evalsha() (redis/redis-py#2914), yet the
-        # command routes by its keys like any keyed one; a script's keys share a slot.
         self._calls.append((len(self.pipe), script, keys, args))
         self.pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def execute(self) -> list:
         """Replies in queueing order; raises the first error."""
-        if not self.cluster:
-            return self.pipe.execute()
         replies = self.pipe.execute(raise_on_error=False)
-        # A node that never saw a script (new, restarted, failed over) answers NOSCRIPT
-        # without running it, so loading the scripts and sending just those calls again
-        # cannot apply anything twice.
+        # A server that never saw a script (new, restarted, failed over, SCRIPT FLUSH)
+        # answers NOSCRIPT without running it, so loading the scripts and sending just
+        # those calls again cannot apply anything twice.
         missing = [c for c in self._calls if isinstance(replies[c[0]], NoScriptError)]
         if missing:
             for script in {c[1] for c in missing}:
-                self.redis.script_load(script.script)  # on every primary
+                self.redis.script_load(script.script)  # on every primary of a cluster
             again = self.redis.pipeline(transaction=False)
             for _, script, keys, args in missing:
                 again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -87,3 +87,25 @@ def test_engine_imports_neither_flask_nor_celery():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pipelined_scripts_are_one_round_trip_and_survive_a_script_flush(counters, r, sql):
+    ids = seed(sql, "items", 6)
+    sent = []
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return real(self, command, check_health)
+
+    counters.incr_many([("items.hits", i, 1) for i in ids])  # scripts loaded
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        counters.incr_many([("items.hits", i, 1) for i in ids])
+        counters.read("items", ids[:1])  # the Redis half of a live read
+        assert len(sent) == 2
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = real
+    r.script_flush()
+    counters.incr_many([("items.hits", i, 1) for i in ids])  # NOSCRIPT: loaded, resent once
+    assert counters.read("items", ids) == {i: {"hits": 3, "likes": 0} for i in ids}
