@@ -19,6 +19,9 @@ LEFT_OUT = (
     "test_redis_down_raises_buffer_unavailable",
     "test_every_key_of_a_shard_sits_in_one_cluster_slot",
     "test_engine_imports_neither_flask_nor_celery",
+    # counts single-connection sends; a cluster pipeline talks to each node (and
+    # redis-py asks a node for the keys of each EVALSHA it routes)
+    "test_pipelined_scripts_are_one_round_trip_and_survive_a_script_flush",
 )
 for _name in LEFT_OUT:
     del globals()[_name]
