@@ -49,7 +49,11 @@ from .sqlarrays import int_array
 
 log = logging.getLogger(__name__)
 
-SESSION_SETTINGS = sa.text("SET LOCAL jit = off")
+# Plan shape of update_statement (see there); JIT compiles cost more than these short
+# statements take to run.
+APPLY_SETTINGS = sa.text(
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
+)
 NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
 MARK_APPLIED = sa.text(
     """INSERT INTO counter_shards (scope, shard, applied_seq) VALUES (:scope, :shard, :seq)
@@ -112,24 +116,20 @@ def batch_record(result: ShardFlush) -> dict:
 
 
 def update_statement(table: str, columns: list[str]) -> sa.TextClause:
-    """One set-based UPDATE adding per-row deltas to ``columns``, locking rows in id order.
+    """One set-based UPDATE adding per-row deltas to ``columns``, rows locked in id order.
 
-    The MATERIALIZED CTE takes the row locks sorted by id before the UPDATE touches
-    them, so two transactions over overlapping rows cannot deadlock. NO KEY UPDATE is
-    the lock the UPDATE itself takes: it does not block ``FOR KEY SHARE`` readers.
+    Run under ``APPLY_SETTINGS``: with hash and merge joins off the plan is a nested
+    loop over the id-sorted deltas, each row found by primary key and locked by the
+    UPDATE itself in that order, so two transactions over overlapping rows (a flush
+    and a reconcile) cannot deadlock, and no full scan of the table is made.
     """
     arrays = ", ".join(f"CAST(:c{i} AS bigint[])" for i in range(len(columns)))
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     sets = ", ".join(f"{col} = t.{col} + d.c{i}" for i, col in enumerate(columns))
     return sa.text(
-        f"""WITH d AS (
-            SELECT * FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS d(id, {names})
-        ), locked AS MATERIALIZED (
-            SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))
-            ORDER BY id FOR NO KEY UPDATE
-        )
-        UPDATE {table} t SET {sets}
-        FROM d JOIN locked USING (id)
+        f"""UPDATE {table} t SET {sets}
+        FROM (SELECT * FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS u(id, {names})
+              ORDER BY id) d
         WHERE t.id = d.id
         RETURNING t.id"""
     )
@@ -218,9 +218,7 @@ class Flusher:
         if claim.oldest_ms is not None:
             result.lag_s = max(0.0, (now_ms() - claim.oldest_ms) / 1000)
         with sql_errors(f"apply shard {shard}"), self.sql.begin() as conn:
-            # a batch is one short statement per table: compiling it (JIT) costs more
-            # than running it, and the planner's row estimates for unnest are blind
-            conn.execute(SESSION_SETTINGS)
+            conn.execute(APPLY_SETTINGS)
             params = {"scope": self.scope, "shard": shard, "seq": seq}
             if conn.execute(MARK_APPLIED, params).first() is None:
                 result.already_applied = True

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from .buffer import Buffer
 from .errors import sql_errors
-from .flush import update_statement
+from .flush import APPLY_SETTINGS, update_statement
 from .keys import field as delta_field
 from .live import unapplied_delta
 from .registry import Counter, Registry
@@ -166,4 +166,5 @@ class Reconciler:
                 params = {"ids": int_array(order)}
                 for i, col in enumerate(columns):
                     params[f"c{i}"] = int_array(drift[r].get(col, 0) for r in order)
+                conn.execute(APPLY_SETTINGS)
                 conn.execute(update_statement(table, columns), params)

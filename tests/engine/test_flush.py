@@ -7,6 +7,8 @@ from collections import Counter as Tally
 import pytest
 import sqlalchemy as sa
 
+from engine.flush import APPLY_SETTINGS, update_statement
+from engine.sqlarrays import int_array
 from tests.engine.conftest import seed, stored
 
 
@@ -67,7 +69,7 @@ def test_flush_is_one_transaction_with_one_update_per_table(make_counters, sql):
     statements = []
     sa.event.listen(sql, "before_cursor_execute", lambda *a: statements.append(a[2]))
     summary = counters.flush_all()
-    updates = [s for s in statements if s.lstrip().startswith("WITH d AS")]
+    updates = [s for s in statements if s.lstrip().startswith("UPDATE")]
     assert len(updates) == 2 and summary.as_dict()["batches"] == 1
     assert summary.counters == 150 and summary.as_dict()["rows"] == 100
 
@@ -251,3 +253,21 @@ def test_a_shard_locked_by_another_flusher_is_skipped_not_lost(make_counters, sq
     assert counters.flush_all().skipped == []
     assert stored(sql, "items", "hits") == {i: 1 for i in ids}
     assert r.exists(counters.keys.flushing(0), counters.keys.flushing(1)) == 0
+
+
+def test_batch_update_plan_walks_rows_by_primary_key_in_id_order(sql):
+    """The lock order of the UPDATE is the order of its plan's outer loop: the sorted
+    deltas, each row found through the primary key (no hash join, no table scan)."""
+    ids = seed(sql, "items", 2000)
+    params = {"ids": int_array(ids[::-1]), "c0": int_array([1] * len(ids))}
+    with sql.begin() as conn:
+        conn.execute(APPLY_SETTINGS)
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                sa.text("EXPLAIN " + update_statement("items", ["hits"]).text), params
+            )
+        )
+    assert "Nested Loop" in plan and "Sort Key: u.id" in plan
+    assert "Index Scan using items_pkey" in plan
+    assert "Hash" not in plan and "Seq Scan" not in plan
