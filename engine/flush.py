@@ -135,6 +135,17 @@ def update_statement(table: str, columns: list[str]) -> sa.TextClause:
     )
 
 
+def add_deltas(conn: sa.Connection, table: str, rows: dict[int, dict[str, int]]) -> set[int]:
+    """Add ``{id: {column: delta}}`` to ``table`` in one statement (under APPLY_SETTINGS);
+    returns the ids of the rows that exist and were updated."""
+    columns = sorted({c for cols in rows.values() for c in cols})
+    ids = sorted(rows)
+    params = {"ids": int_array(ids)}
+    for i, col in enumerate(columns):
+        params[f"c{i}"] = int_array(rows[r].get(col, 0) for r in ids)
+    return {r[0] for r in conn.execute(update_statement(table, columns), params)}
+
+
 def group_by_table(registry: Registry, deltas: dict[str, int]):
     """``{table: {id: {column: delta}}}`` plus the count of fields of unknown counters."""
     out: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
@@ -182,13 +193,8 @@ class Flusher:
         result.deltas_dropped += unknown
         for table in sorted(grouped):
             rows = grouped[table]
-            columns = sorted({c for cols in rows.values() for c in cols})
-            ids = sorted(rows)
-            params = {"ids": int_array(ids)}
-            for i, col in enumerate(columns):
-                params[f"c{i}"] = int_array(rows[r].get(col, 0) for r in ids)
-            updated = {r[0] for r in conn.execute(update_statement(table, columns), params)}
-            for row_id in ids:
+            updated = add_deltas(conn, table, rows)
+            for row_id in sorted(rows):
                 if row_id not in updated:
                     result.rows_missing += 1
                     result.deltas_dropped += len(rows[row_id])

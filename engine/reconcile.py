@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from .buffer import Buffer
 from .errors import sql_errors
-from .flush import APPLY_SETTINGS, update_statement
+from .flush import APPLY_SETTINGS, add_deltas
 from .keys import field as delta_field
 from .live import unapplied_delta
 from .registry import Counter, Registry
@@ -161,10 +161,5 @@ class Reconciler:
                         drift.setdefault(row_id, {})[c.column] = truth - value - pending
                         result.fixes.append(Fix(table, row_id, c.column, value + pending, truth))
             if drift:
-                columns = sorted({c for d in drift.values() for c in d})
-                order = sorted(drift)
-                params = {"ids": int_array(order)}
-                for i, col in enumerate(columns):
-                    params[f"c{i}"] = int_array(drift[r].get(col, 0) for r in order)
                 conn.execute(APPLY_SETTINGS)
-                conn.execute(update_statement(table, columns), params)
+                add_deltas(conn, table, drift)
