@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import namedtuple
 
 from engine import CounterError, Outcome
 
@@ -48,21 +49,28 @@ def count_view(kind: Kind, row_id: int) -> bool:
     return outcome is Outcome.COUNTED
 
 
+# What a page shows of its row, fetched by the engine's live-read statement.
+PAGE_COLUMNS = ("title", "content", "author_id", "created_at")
+PageRow = namedtuple("PageRow", ("id", *PAGE_COLUMNS))
+
+
 def view_and_read(kind: Kind, row_id: int):
-    """Count one view and return ``(row, live counts including it)``, or None if absent."""
+    """Count one view and return ``(row, live counts including it)``, or None if absent.
+
+    Normally one Redis round trip (existence check, increment, delta snapshot) and one
+    SQL statement (the row, its stored counts and its shard's applied seq).
+    """
     counters = get_counters()
-    outcome, counts = counters.bump_and_read(kind.views, row_id)
+    outcome, counts, row = counters.bump_and_read(kind.views, row_id, PAGE_COLUMNS)
     if outcome is Outcome.MISSING:
         return None
     if outcome is Outcome.NOT_LOADED:
-        row = content.get(kind, row_id)
-        if row is None:
+        if not content.exists(kind.table, row_id):
             return None
         counters.incr(kind.views, row_id)
         reload_index(kind.table)
-        counts = counters.read(kind.table, [row_id]).get(row_id)
-    else:
-        row = content.get(kind, row_id)
+        _, found, rows = counters.live.read(kind.table, [row_id], columns=PAGE_COLUMNS)
+        counts, row = found.get(row_id), rows.get(row_id)
     if row is None or counts is None:  # deleted meanwhile: its view is dropped at flush
         return None
-    return row, counts
+    return PageRow(row_id, **row), counts

@@ -76,11 +76,17 @@ class Counters:
         """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
         return self.live.read(table, ids)[1]
 
-    def bump_and_read(self, name: str, row_id: int) -> tuple[Outcome, dict[str, int] | None]:
-        """Count one event on an existing row and return its live counts, including it."""
+    def bump_and_read(
+        self, name: str, row_id: int, columns: Sequence[str] = ()
+    ) -> tuple[Outcome, dict[str, int] | None, dict | None]:
+        """Count one event on an existing row; return its live counts (including it) and
+        its ``columns``, fetched by the same SQL statement (one Redis round trip, one
+        statement). Counts and row are None when the row is gone."""
         counter = self.registry.get(name)
-        outcome, counts = self.live.read(counter.table, [row_id], bump=counter)
-        return outcome, counts.get(row_id)
+        outcome, counts, rows = self.live.read(
+            counter.table, [row_id], bump=counter, columns=columns
+        )
+        return outcome, counts.get(row_id), rows.get(row_id)
 
     def flush_shard(self, shard: int) -> ShardFlush | None:
         return self.flusher.flush_shard(shard)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from .buffer import Buffer, Outcome, RoundTrip, Unapplied
 from .errors import redis_errors, sql_errors
 from .keys import field
-from .registry import Counter, Registry
+from .registry import IDENT, Counter, Registry
 from .sqlarrays import int_array
 
 READ_ATTEMPTS = 3
@@ -52,8 +52,9 @@ class LiveReader:
             names.extend(field(row_id, c.code) for c in counters)
         return by_shard
 
-    def _stored(self, table: str, counters: list[Counter], ids: Sequence[int]):
-        cols = ", ".join(f"t.{c.column}" for c in counters)
+    def _stored(self, table: str, counters: list[Counter], ids: Sequence[int], columns=()):
+        """``{id: (counter values, applied_seq, other column values)}`` in one snapshot."""
+        cols = ", ".join(f"t.{c}" for c in [c.column for c in counters] + list(columns))
         query = sa.text(
             f"""SELECT t.id, {cols}, coalesce(s.applied_seq, 0)
             FROM {table} t LEFT JOIN counter_shards s
@@ -61,18 +62,27 @@ class LiveReader:
             WHERE t.id = ANY(CAST(:ids AS bigint[]))"""
         )
         params = {"scope": self.scope, "shards": self.buffer.keys.shards, "ids": int_array(ids)}
+        n = len(counters)
         with sql_errors(f"read {table}"), self.sql.connect() as conn:
-            return {r[0]: (r[1:-1], r[-1]) for r in conn.execute(query, params)}
+            return {r[0]: (r[1 : n + 1], r[-1], r[n + 1 : -1]) for r in conn.execute(query, params)}
 
     def read(
-        self, table: str, ids: Sequence[int], bump: Counter | None = None
-    ) -> tuple[Outcome, dict[int, dict[str, int]]]:
-        """Live counts of ``ids`` (rows that do not exist are left out).
+        self,
+        table: str,
+        ids: Sequence[int],
+        bump: Counter | None = None,
+        columns: Sequence[str] = (),
+    ) -> tuple[Outcome, dict[int, dict[str, int]], dict[int, dict]]:
+        """Live counts of ``ids`` (rows that do not exist are left out), and the values
+        of ``columns`` of those rows, read by the same statement.
 
         With ``bump``, first adds 1 to that counter of ``ids[0]`` if the existence
         index says the row exists, in the same Redis round trip as the snapshot; the
         outcome says whether it counted.
         """
+        for name in columns:
+            if not IDENT.match(name):
+                raise ValueError(f"not a plain column name: {name!r}")
         counters = self.registry.of_table(table)
         by_shard = self._fields(counters, ids)
         outcome = Outcome.COUNTED
@@ -88,20 +98,21 @@ class LiveReader:
             if bump is not None and attempt == 0:
                 outcome = Outcome(replies.pop(0))
                 if outcome is not Outcome.COUNTED:
-                    return outcome, {}
+                    return outcome, {}, {}
             snaps = self.buffer.parse_unapplied(shards, by_shard, replies)
-            stored = self._stored(table, counters, ids)
+            stored = self._stored(table, counters, ids, columns)
             if attempt < READ_ATTEMPTS - 1 and not all(
                 snapshot_consistent(snaps[self.buffer.keys.shard_of(i)], a)
-                for i, (_, a) in stored.items()
+                for i, (_, a, _) in stored.items()
             ):
                 continue
-            out = {}
-            for row_id, (values, applied) in stored.items():
+            out, rows = {}, {}
+            for row_id, (values, applied, extra) in stored.items():
                 snap = snaps[self.buffer.keys.shard_of(row_id)]
                 out[row_id] = {
                     c.column: v + unapplied_delta(snap, field(row_id, c.code), applied)
                     for c, v in zip(counters, values, strict=True)
                 }
-            return outcome, out
+                rows[row_id] = dict(zip(columns, extra, strict=True))
+            return outcome, out, rows
         raise AssertionError("unreachable")

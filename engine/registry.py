@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import UnknownCounter
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 
 
@@ -34,7 +34,7 @@ class Counter:
 
     def __post_init__(self) -> None:
         for ident in (self.table, self.column):
-            if not _IDENT.match(ident):
+            if not IDENT.match(ident):
                 raise ValueError(f"not a plain SQL identifier: {ident!r}")
         if not _CODE.match(self.code):
             raise ValueError(f"counter code must be 1-8 alphanumerics: {self.code!r}")

@@ -70,9 +70,19 @@ def test_views_of_a_deleted_post_are_dropped_by_the_flush(client, user, sql):
     assert stored(sql, "posts", "view_count", kept) == 1
 
 
-def test_view_beacon_is_one_redis_round_trip_and_no_sql(app, client, user, sql, monkeypatch):
+@pytest.mark.parametrize(
+    ("method", "path", "status", "sql_statements"),
+    [("post", "/view", 204, 0), ("get", "", 200, 1)],
+    ids=["beacon", "page"],
+)
+def test_a_view_is_one_redis_round_trip_and_at_most_one_sql_statement(
+    app, client, user, sql, monkeypatch, method, path, status, sql_statements
+):
+    """The beacon touches only Redis; the page adds one statement for the row, its
+    stored counts and its shard's applied seq together."""
     post = create(client, user)
-    client.post(f"/api/posts/{post}/view")  # warm: scripts loaded, pools connected
+    url = f"/api/posts/{post}{path}"
+    getattr(client, method)(url)  # warm: scripts loaded, pools connected
     sent, statements = [], []
     original = Connection.send_packed_command
 
@@ -84,11 +94,15 @@ def test_view_beacon_is_one_redis_round_trip_and_no_sql(app, client, user, sql, 
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     sa.event.listen(sql, "before_cursor_execute", listener)
     try:
-        assert client.post(f"/api/posts/{post}/view").status_code == 204
+        response = getattr(client, method)(url)
     finally:
         sa.event.remove(sql, "before_cursor_execute", listener)
+    assert response.status_code == status
+    if status == 200:
+        assert response.get_json()["counts"]["view_count"] == 2
+        assert response.get_json()["title"]
     assert len(sent) == 1
-    assert statements == []
+    assert len(statements) == sql_statements
 
 
 def drift(sql, table: str, column: str, row_id: int, value: int) -> None:

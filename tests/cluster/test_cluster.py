@@ -89,7 +89,7 @@ def test_flush_of_deltas_on_every_shard_and_master_is_exact(make_counters, sql, 
                 counters.incr_many([("items.hits", row, 2), ("notes.hits", note, 1)])
                 got = {("items", "hits", row): 2, ("notes", "hits", note): 1}
             else:
-                outcome, _ = counters.bump_and_read("items.hits", row)
+                outcome, _, _ = counters.bump_and_read("items.hits", row)
                 assert outcome is Outcome.COUNTED
                 got = {("items", "hits", row): 1}
             with lock:
@@ -134,10 +134,10 @@ def test_live_read_of_many_ids_across_masters(make_counters, sql, r):
     }
     missing = [ids[-1] + k for k in range(1, SHARDS + 1)]  # one per shard, no row
     assert counters.read("items", ids + missing) == want
-    outcome, counts = counters.bump_and_read("items.hits", ids[0])
+    outcome, counts, _ = counters.bump_and_read("items.hits", ids[0])
     assert outcome is Outcome.NOT_LOADED and counts is None
     counters.existence.ensure_loaded(["items"])
-    outcome, counts = counters.bump_and_read("items.hits", ids[0])
+    outcome, counts, _ = counters.bump_and_read("items.hits", ids[0])
     assert outcome is Outcome.COUNTED
     assert counts == {"hits": want[ids[0]]["hits"] + 1, "likes": 1}
     counters.flush_all()
@@ -197,6 +197,7 @@ def test_scripts_missing_on_every_master_are_loaded_again_and_run_once(
     assert counters.bump_and_read("items.likes", ids[0]) == (
         Outcome.COUNTED,
         {"hits": 3, "likes": 1},
+        {},
     )
     forget_scripts()
     counters.incr("items.likes", ids[1], 5)
