@@ -25,7 +25,6 @@ import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from app.embedded import port_free
 
 STOP_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 90.0
@@ -155,16 +156,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def migrate() -> None:
     """``flask --app app db upgrade``, in this process."""
     from flask_migrate import upgrade
@@ -241,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
 
-    if not _port_free(args.port):
+    if not port_free(args.port):
         log(f"127.0.0.1:{args.port} is already in use: stop what listens there or set PORT")
         return 1
 

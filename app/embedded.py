@@ -99,7 +99,7 @@ def _start_postgres(pgdata: Path) -> str:
         # takes TCP on 127.0.0.1 like a real one (tests put TCP proxies in front of it).
         port_file = pgdata.parent / "pg.port"
         old = int(port_file.read_text()) if port_file.exists() else None
-        port = old if old and _port_free(old) else _free_port()
+        port = old if old and port_free(old) else _free_port()
         port_file.write_text(str(port))
         opts = f'-h 127.0.0.1 -p {port} -k "{info.socket_dir}"'
         log = str(pgdata / "log")
@@ -162,7 +162,7 @@ def _start_redis(rdir: Path) -> str:
     if old_port and _redis_pid(rdir) and _ping(old_port):
         return _redis_url(old_port)
 
-    port = old_port if old_port and _port_free(old_port) else _free_port()
+    port = old_port if old_port and port_free(old_port) else _free_port()
     conf = rdir / "redis.conf"
     conf.write_text(
         "\n".join(
@@ -235,7 +235,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
         # As redis-server does; otherwise a just-closed port in TIME_WAIT looks taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
