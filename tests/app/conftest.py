@@ -7,6 +7,7 @@ queue, and cleans only those keys, before and after each test."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from contextlib import contextmanager
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
-from tests.servers import redis_url
+from tests.servers import ROOT, redis_url
 
 REDIS_DB = 15
 RUN = uuid.uuid4().hex[:10]
@@ -30,6 +31,24 @@ APP_TABLES = (
 )
 COUNTED_TABLES = ("users", "posts", "articles", "post_comments", "comments", "user_actions")
 LIKE_TABLES = ("comment_likes", "post_comment_likes")
+
+
+def process_env(database_url: str, **settings: str) -> dict:
+    """Environment of a worker or beat subprocess of this run: its database, Redis db
+    and key prefix, the counter buffer on that Redis, plus ``settings``."""
+    env = {
+        **os.environ,
+        "FLASK_SKIP_DOTENV": "1",
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url(REDIS_DB),
+        "COUNTERS_PREFIX": PREFIX,
+        "COUNTERS_SHARDS": "4",
+        **settings,
+    }
+    for key in ("COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER"):
+        env.pop(key, None)
+    return env
 
 
 def pytest_configure(config):

@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from app.celery_utils import JsonLineFormatter, _json_lines_for_structured_logs
-from tests.app.conftest import ADMIN_TOKEN, PREFIX, QUEUE, REDIS_DB, RUN, act, bearer, create
-from tests.servers import ROOT, redis_url
+from tests.app.conftest import ADMIN_TOKEN, PREFIX, QUEUE, RUN, act, bearer, create, process_env
 
 TASK_TIMEOUT_S = 60
 
@@ -78,21 +77,6 @@ def test_app_logs_one_json_line_per_flush_and_reconcile(client, user, caplog):
     assert events["reconcile"][0]["checked"] == 4 and events["reconcile"][0]["duration_s"] >= 0
 
 
-def worker_env(database_url: str) -> dict:
-    env = {
-        **os.environ,
-        "FLASK_SKIP_DOTENV": "1",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url(REDIS_DB),
-        "COUNTERS_PREFIX": PREFIX,
-        "COUNTERS_SHARDS": "4",
-    }
-    for key in ("COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER"):
-        env.pop(key, None)
-    return env
-
-
 @pytest.mark.timeout(180)
 def test_worker_writes_flush_and_reconcile_as_single_json_lines(
     app, app_db, client, user, tmp_path
@@ -110,7 +94,7 @@ def test_worker_writes_flush_and_reconcile_as_single_json_lines(
             + ["-Q", QUEUE, "-c", "1", "-n", f"logs-{RUN}@%h", "--loglevel=info"]
             + ["--without-mingle", "--without-gossip", "--without-heartbeat"],
             cwd=tmp_path,
-            env=worker_env(app_db.url),
+            env=process_env(app_db.url),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -2,7 +2,6 @@
 the admin API and the CLI, followed by a running beat and kept across its restart."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import pytest
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 from app import schedules
-from tests.app.conftest import ADMIN_TOKEN, PREFIX, REDIS_DB, assert_error, bearer
-from tests.servers import ROOT, redis_url
+from tests.app.conftest import ADMIN_TOKEN, PREFIX, assert_error, bearer, process_env
 
 ADMIN = bearer(ADMIN_TOKEN)
 URL = "/api/admin/counters/schedule"
@@ -183,23 +181,6 @@ def entry_missing(app) -> bool:
 # -- a real beat process ------------------------------------------------------
 
 
-def beat_env(database_url: str) -> dict:
-    env = {
-        **os.environ,
-        "FLASK_SKIP_DOTENV": "1",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url(REDIS_DB),
-        "COUNTERS_PREFIX": PREFIX,
-        "COUNTERS_SHARDS": "4",
-        "COUNTERS_FLUSH_INTERVAL": "3600",
-        "COUNTERS_RECONCILE_INTERVAL": "3600",
-    }
-    for key in ("COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER"):
-        env.pop(key, None)
-    return env
-
-
 def sent_by(r, pid: int, task: str = "app.tasks.flush_counters") -> list[bytes]:
     """The messages a beat process sent to the broker queue, told apart from those of any
     other run's beat by their ``origin`` header (``gen<pid>@<host>``)."""
@@ -256,7 +237,10 @@ def test_running_beat_follows_a_new_interval_and_keeps_it_after_a_restart(
 ):
     app = make_app(COUNTERS_FLUSH_INTERVAL=3600, COUNTERS_RECONCILE_INTERVAL=3600)
     client = app.test_client()
-    env, log = beat_env(app_db.url), tmp_path / "beat.log"
+    env, log = (
+        process_env(app_db.url, COUNTERS_FLUSH_INTERVAL="3600", COUNTERS_RECONCILE_INTERVAL="3600"),
+        tmp_path / "beat.log",
+    )
 
     with beat(env, log, r) as first:
         wait_for("beat saved its entries and holds the lock", lambda: r.exists(LOCK_KEY), log)
