@@ -18,6 +18,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from .batch import decoded
 from .errors import BufferUnavailable, redis_errors
 from .keys import OLDEST_FIELD, Keys, field
 
@@ -42,15 +43,20 @@ class Outcome(IntEnum):
 
 @dataclass(frozen=True)
 class Claim:
-    """A shard's batch: ``deltas`` maps Redis field -> delta; immutable until released."""
+    """A shard's batch, immutable until released: ``fields`` is the inflight hash as Redis
+    sent it, ``[name, delta, name, delta, …]`` in bytes (``batch.split`` parses it)."""
 
     shard: int
     token: str
     seq: int | None  # None until assign_seq() numbers a new batch
     claimed_ms: int
     resumed: bool
-    deltas: dict[str, int]
-    oldest_ms: int | None
+    fields: list[bytes]
+
+    @property
+    def deltas(self) -> dict[str, int]:
+        """``{field: delta}``, decoded one by one: for inspection, not for the flush."""
+        return decoded(self.fields)
 
 
 @dataclass(frozen=True)
@@ -195,22 +201,15 @@ class Buffer:
         if not reply:
             return None
         token, seq, claimed_ms, resumed, flat = reply
-        deltas: dict[str, int] = {}
-        oldest = None
-        for i in range(0, len(flat), 2):
-            name = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
-            if name == OLDEST_FIELD:
-                oldest = int(flat[i + 1])
-            else:
-                deltas[name] = int(flat[i + 1])
+        if flat and isinstance(flat[0], str):  # a client with decode_responses=True
+            flat = [x.encode() for x in flat]
         return Claim(
             shard,
             token.decode() if isinstance(token, bytes) else token,
             int(seq) if seq is not None else None,
             int(claimed_ms),
             bool(resumed),
-            deltas,
-            oldest,
+            flat,
         )
 
     def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:

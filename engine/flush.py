@@ -31,19 +31,20 @@ as already applied.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
+from .batch import Batch, split
+from .buffer import FLUSH_LOCK_TTL_MS, Buffer, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
-from .keys import parse_field
 from .registry import Registry
 from .sqlarrays import int_array
 
@@ -62,6 +63,10 @@ MARK_APPLIED = sa.text(
         WHERE counter_shards.applied_seq < EXCLUDED.applied_seq
     RETURNING applied_seq"""
 )
+
+# Shards flushed at once by one flush call: two overlap one shard's Redis and Python
+# work with another's Postgres work, using at most two connections.
+FLUSH_THREADS = 2
 
 Hook = Callable[[str, int], None]  # (stage, shard): claimed, numbered, applied, committed
 
@@ -115,52 +120,58 @@ def batch_record(result: ShardFlush) -> dict:
     return record
 
 
-def update_statement(table: str, columns: list[str]) -> sa.TextClause:
+@functools.lru_cache(maxsize=256)
+def update_statement(table: str, columns: tuple[str, ...]) -> sa.TextClause:
     """One set-based UPDATE adding per-row deltas to ``columns``, rows locked in id order.
 
-    Run under ``APPLY_SETTINGS``: with hash and merge joins off the plan is a nested
-    loop over the id-sorted deltas, each row found by primary key and locked by the
-    UPDATE itself in that order, so two transactions over overlapping rows (a flush
-    and a reconcile) cannot deadlock, and no full scan of the table is made.
+    Column ``k`` takes its own pair of arrays, ``:i<k>`` (ids) and ``:d<k>`` (deltas);
+    with several columns they are summed per id first. Run under ``APPLY_SETTINGS``:
+    with hash and merge joins off the plan is a nested loop over the id-sorted deltas,
+    each row found by primary key and locked by the UPDATE itself in that order, so two
+    transactions over overlapping rows (a flush and a reconcile) cannot deadlock, and no
+    full scan of the table is made.
     """
-    arrays = ", ".join(f"CAST(:c{i} AS bigint[])" for i in range(len(columns)))
-    names = ", ".join(f"c{i}" for i in range(len(columns)))
-    sets = ", ".join(f"{col} = t.{col} + d.c{i}" for i, col in enumerate(columns))
+
+    def unnest(k: int) -> str:
+        return f"unnest(CAST(:i{k} AS bigint[]), CAST(:d{k} AS bigint[]))"
+
+    names = [f"c{k}" for k in range(len(columns))]
+    if len(columns) == 1:
+        deltas = f"SELECT * FROM {unnest(0)} AS u(id, c0) ORDER BY id"
+    else:  # one row per (id, column) delta, zeros elsewhere, summed per id
+        parts = " UNION ALL ".join(
+            f"SELECT id, {', '.join('c' if j == k else '0' for j in range(len(columns)))}"
+            f" FROM {unnest(k)} AS u(id, c)"
+            for k in range(len(columns))
+        )
+        sums = ", ".join(f"sum({n})::bigint AS {n}" for n in names)
+        deltas = (
+            f"SELECT id, {sums} FROM ({parts}) AS x(id, {', '.join(names)}) GROUP BY id ORDER BY id"
+        )
+    sets = ", ".join(f"{col} = t.{col} + d.{n}" for col, n in zip(columns, names, strict=True))
     return sa.text(
-        f"""UPDATE {table} t SET {sets}
-        FROM (SELECT * FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS u(id, {names})
-              ORDER BY id) d
-        WHERE t.id = d.id
-        RETURNING t.id"""
+        f"UPDATE {table} t SET {sets} FROM ({deltas}) d WHERE t.id = d.id RETURNING t.id"
     )
+
+
+def add_columns(conn: sa.Connection, table: str, arrays: list[tuple[str, str, str]]):
+    """Add ``[(column, ids literal, deltas literal), …]`` to ``table`` in one statement
+    (under APPLY_SETTINGS); the result's ``rowcount`` is the rows updated, its rows
+    their ids."""
+    params = {}
+    for k, (_, ids, deltas) in enumerate(arrays):
+        params[f"i{k}"], params[f"d{k}"] = ids, deltas
+    return conn.execute(update_statement(table, tuple(a[0] for a in arrays)), params)
 
 
 def add_deltas(conn: sa.Connection, table: str, rows: dict[int, dict[str, int]]) -> set[int]:
     """Add ``{id: {column: delta}}`` to ``table`` in one statement (under APPLY_SETTINGS);
     returns the ids of the rows that exist and were updated."""
-    columns = sorted({c for cols in rows.values() for c in cols})
-    ids = sorted(rows)
-    params = {"ids": int_array(ids)}
-    for i, col in enumerate(columns):
-        params[f"c{i}"] = int_array(rows[r].get(col, 0) for r in ids)
-    return {r[0] for r in conn.execute(update_statement(table, columns), params)}
-
-
-def group_by_table(registry: Registry, deltas: dict[str, int]):
-    """``{table: {id: {column: delta}}}`` plus the count of fields of unknown counters."""
-    out: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    unknown = 0
-    for name, delta in deltas.items():
-        parsed = parse_field(name)
-        if parsed is None:
-            continue
-        row_id, code = parsed
-        counter = registry.by_code(code)
-        if counter is None:
-            unknown += 1
-            continue
-        out[counter.table][row_id][counter.column] = delta
-    return out, unknown
+    arrays = []
+    for col in sorted({c for cols in rows.values() for c in cols}):
+        ids = [r for r in sorted(rows) if col in rows[r]]
+        arrays.append((col, int_array(ids), int_array(rows[r][col] for r in ids)))
+    return {r[0] for r in add_columns(conn, table, arrays)}
 
 
 class Flusher:
@@ -172,7 +183,11 @@ class Flusher:
         scope: str,
         hook: Hook | None = None,
         lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
+        threads: int = FLUSH_THREADS,
     ) -> None:
+        if threads < 1:
+            raise ValueError("flush threads must be at least 1")
+        self.threads = threads
         self.lock_ttl_ms = lock_ttl_ms
         self.buffer = buffer
         self.sql = sql
@@ -188,18 +203,20 @@ class Flusher:
         with sql_errors("next batch seq"), self.sql.begin() as conn:
             return conn.execute(NEXT_SEQ).scalar_one()
 
-    def _apply(self, conn: sa.Connection, claim: Claim, result: ShardFlush) -> None:
-        grouped, unknown = group_by_table(self.registry, claim.deltas)
-        result.deltas_dropped += unknown
-        for table in sorted(grouped):
-            rows = grouped[table]
-            updated = add_deltas(conn, table, rows)
-            for row_id in sorted(rows):
-                if row_id not in updated:
-                    result.rows_missing += 1
-                    result.deltas_dropped += len(rows[row_id])
-                    result.missing.append((table, row_id))
-            result.rows += len(updated)
+    def _apply(self, conn: sa.Connection, batch: Batch, result: ShardFlush) -> None:
+        result.deltas_dropped += batch.unknown
+        for table in sorted(batch.tables):
+            deltas = batch.tables[table]
+            arrays = [(c.column, *c.arrays()) for c in deltas.columns]
+            applied = add_columns(conn, table, arrays)
+            result.rows += applied.rowcount
+            if applied.rowcount < deltas.row_count():
+                updated = {r[0] for r in applied}
+                for row_id, fields in sorted(deltas.fields_per_row().items()):
+                    if row_id not in updated:
+                        result.rows_missing += 1
+                        result.deltas_dropped += fields
+                        result.missing.append((table, row_id))
 
     def flush_shard(self, shard: int) -> ShardFlush | None:
         """Claim and apply one shard's batch; None when it had nothing to flush.
@@ -220,16 +237,17 @@ class Flusher:
         self.buffer.make_durable(shard)
         self._stage("numbered", shard)
         result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
-        result.counters = len(claim.deltas)
-        if claim.oldest_ms is not None:
-            result.lag_s = max(0.0, (now_ms() - claim.oldest_ms) / 1000)
+        batch = split(self.registry, claim.fields)
+        result.counters = batch.size
+        if batch.oldest_ms is not None:
+            result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
         with sql_errors(f"apply shard {shard}"), self.sql.begin() as conn:
             conn.execute(APPLY_SETTINGS)
             params = {"scope": self.scope, "shard": shard, "seq": seq}
             if conn.execute(MARK_APPLIED, params).first() is None:
                 result.already_applied = True
             else:
-                self._apply(conn, claim, result)
+                self._apply(conn, batch, result)
             self._stage("applied", shard)
         self._stage("committed", shard)
         self.buffer.release(shard, claim.token)
@@ -247,39 +265,60 @@ class Flusher:
             )
         return result
 
-    def _drain(self, shard: int, summary: FlushSummary) -> None:
+    def _drain(self, shard: int) -> list[ShardFlush]:
+        done = []
         result = self.flush_shard(shard)
         if result is not None:
-            summary.shards.append(result)
+            done.append(result)
             if result.resumed:  # the orphaned batch is done; now what piled up behind it
                 result = self.flush_shard(shard)
                 if result is not None:
-                    summary.shards.append(result)
+                    done.append(result)
+        return done
+
+    def _flush_locked(self, shard: int) -> tuple[list[ShardFlush], bool, CounterError | None]:
+        """(batches flushed, skipped because another flush holds the lock, error)."""
+        token = uuid.uuid4().hex
+        try:
+            if not self.buffer.lock(shard, token, self.lock_ttl_ms):
+                return [], True, None
+            try:
+                return self._drain(shard), False, None
+            finally:
+                self._unlock(shard, token)
+        except (StoreUnavailable, BufferUnavailable) as exc:
+            return [], False, exc
 
     def flush_shards(self, shards: Iterable[int]) -> FlushSummary:
         """Flush these shards, each under its flush lock; a failing shard does not stop
         the others. A shard whose lock another flush holds is skipped (``skipped``): that
         flush applies what is there, the next one what comes after.
 
+        Up to ``threads`` shards flush at once, each in its own transaction on its own
+        connection, so one shard's Redis and Python work overlaps another's Postgres
+        work. Shards own disjoint rows and every transaction locks rows in id order, so
+        they cannot deadlock with each other or with a reconcile.
+
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
         """
         started = time.perf_counter()
+        shards = list(shards)
+        workers = min(self.threads, len(shards))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="counter-flush") as pool:
+                outcomes = list(pool.map(self._flush_locked, shards))
+        else:
+            outcomes = [self._flush_locked(shard) for shard in shards]
         summary = FlushSummary()
         first_error: CounterError | None = None
-        for shard in shards:
-            token = uuid.uuid4().hex
-            try:
-                if not self.buffer.lock(shard, token, self.lock_ttl_ms):
-                    summary.skipped.append(shard)
-                    continue
-                try:
-                    self._drain(shard, summary)
-                finally:
-                    self._unlock(shard, token)
-            except (StoreUnavailable, BufferUnavailable) as exc:
-                summary.errors.append(f"shard {shard}: {exc}")
-                first_error = first_error or exc
+        for shard, (done, skipped, error) in zip(shards, outcomes, strict=True):
+            summary.shards.extend(done)
+            if skipped:
+                summary.skipped.append(shard)
+            if error is not None:
+                summary.errors.append(f"shard {shard}: {error}")
+                first_error = first_error or error
         summary.duration_s = time.perf_counter() - started
         if first_error is not None:
             first_error.summary = summary

@@ -73,13 +73,3 @@ class Keys:
 
 def field(row_id: int, code: str) -> str:
     return f"{row_id}:{code}"
-
-
-def parse_field(name: str | bytes) -> tuple[int, str] | None:
-    """``(id, code)`` of a delta field, or None for the bookkeeping field."""
-    if isinstance(name, bytes):
-        name = name.decode()
-    if name == OLDEST_FIELD:
-        return None
-    row_id, _, code = name.partition(":")
-    return int(row_id), code

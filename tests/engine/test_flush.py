@@ -12,8 +12,9 @@ from engine.sqlarrays import int_array
 from tests.engine.conftest import seed, stored
 
 
-def test_randomized_increments_with_concurrent_flushes_land_exactly(make_counters, sql):
-    counters = make_counters(shards=8)
+@pytest.mark.parametrize("threads", [1, 4])
+def test_randomized_increments_with_concurrent_flushes_land_exactly(make_counters, sql, threads):
+    counters = make_counters(shards=8, flush_threads=threads)
     items, notes = seed(sql, "items", 60), seed(sql, "notes", 40)
     expected: Tally = Tally()
     lock = threading.Lock()
@@ -255,19 +256,26 @@ def test_a_shard_locked_by_another_flusher_is_skipped_not_lost(make_counters, sq
     assert r.exists(counters.keys.flushing(0), counters.keys.flushing(1)) == 0
 
 
-def test_batch_update_plan_walks_rows_by_primary_key_in_id_order(sql):
+@pytest.mark.parametrize("columns", [("hits",), ("hits", "likes")])
+def test_batch_update_plan_walks_rows_by_primary_key_in_id_order(sql, columns):
     """The lock order of the UPDATE is the order of its plan's outer loop: the sorted
     deltas, each row found through the primary key (no hash join, no table scan)."""
     ids = seed(sql, "items", 2000)
-    params = {"ids": int_array(ids[::-1]), "c0": int_array([1] * len(ids))}
+    params = {}
+    for k in range(len(columns)):
+        params[f"i{k}"] = int_array(ids[::-1])
+        params[f"d{k}"] = int_array([1] * len(ids))
     with sql.begin() as conn:
         conn.execute(APPLY_SETTINGS)
         plan = "\n".join(
             r[0]
             for r in conn.execute(
-                sa.text("EXPLAIN " + update_statement("items", ["hits"]).text), params
+                sa.text("EXPLAIN " + update_statement("items", columns).text), params
             )
         )
-    assert "Nested Loop" in plan and "Sort Key: u.id" in plan
+    sort_keys = [
+        line.split("Sort Key:")[1].strip() for line in plan.splitlines() if "Sort Key:" in line
+    ]
+    assert "Nested Loop" in plan and [k.rsplit(".", 1)[-1] for k in sort_keys] == ["id"]
     assert "Index Scan using items_pkey" in plan
-    assert "Hash" not in plan and "Seq Scan" not in plan
+    assert "Hash Join" not in plan and "Seq Scan" not in plan

@@ -1,0 +1,95 @@
+"""A claimed batch split into per-table, per-column Postgres arrays, parsed in bulk.
+
+A shard's batch can hold 100k fields. Decoding and splitting them one at a time in
+Python cost as much as Postgres takes to apply them, so the claim reply stays a flat
+list of bytes (``name, delta, name, delta, …``) and is matched here with one regular
+expression per counter code over the joined reply. Ids and deltas stay the digit
+strings Redis sent and go straight into ``'{…}'`` array literals; Postgres sorts and
+joins them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+
+from .keys import OLDEST_FIELD
+from .registry import Registry
+
+_OLDEST = OLDEST_FIELD.encode()
+
+
+def _literal(items) -> str:
+    return (b"{" + b",".join(items) + b"}").decode("ascii")
+
+
+@dataclass
+class ColumnDeltas:
+    """One column's deltas: ``ids[i]`` gets ``deltas[i]``; digit strings as Redis sent them."""
+
+    column: str
+    ids: tuple[bytes, ...]
+    deltas: tuple[bytes, ...]
+
+    def arrays(self) -> tuple[str, str]:
+        return _literal(self.ids), _literal(self.deltas)
+
+
+@dataclass
+class TableDeltas:
+    table: str
+    columns: list[ColumnDeltas] = field(default_factory=list)
+
+    def row_count(self) -> int:
+        """Distinct rows the batch touches in this table."""
+        if len(self.columns) == 1:
+            return len(self.columns[0].ids)
+        return len(set().union(*(c.ids for c in self.columns)))
+
+    def fields_per_row(self) -> Tally:
+        """``{id: number of deltas}``; used only to account for rows that are gone."""
+        return Tally(int(i) for c in self.columns for i in c.ids)
+
+
+@dataclass
+class Batch:
+    tables: dict[str, TableDeltas]
+    size: int  # delta fields in the batch
+    unknown: int  # fields of codes no registered counter has: dropped
+    oldest_ms: int | None
+
+
+def split(registry: Registry, flat: list[bytes]) -> Batch:
+    """Parse a claim's flat ``[name, delta, …]`` reply (bytes) into a :class:`Batch`."""
+    names = flat[0::2]
+    size = len(names)
+    oldest = None
+    if _OLDEST in names:
+        oldest = int(flat[2 * names.index(_OLDEST) + 1])
+        size -= 1
+    blob = b"\n".join(flat)
+    tables: dict[str, TableDeltas] = {}
+    matched = 0
+    for counter in sorted(registry, key=lambda c: (c.table, c.column)):
+        code = re.escape(counter.code.encode())
+        # names are "<id>:<code>" and deltas bare integers, so a match starts on a name
+        pairs = re.findall(rb"^(-?\d+):" + code + rb"\n(-?\d+)$", blob, re.MULTILINE)
+        if not pairs:
+            continue
+        matched += len(pairs)
+        ids, deltas = zip(*pairs, strict=True)
+        tables.setdefault(counter.table, TableDeltas(counter.table)).columns.append(
+            ColumnDeltas(counter.column, ids, deltas)
+        )
+    return Batch(tables, size, size - matched, oldest)
+
+
+def decoded(flat: list) -> dict[str, int]:
+    """The batch as ``{field: delta}`` (for inspection; the flush never needs it)."""
+    out = {}
+    for i in range(0, len(flat), 2):
+        name = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
+        if name != OLDEST_FIELD:
+            out[name] = int(flat[i + 1])
+    return out
