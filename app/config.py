@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine import DEFAULT_SHARDS
+from engine import DEFAULT_SHARDS, FLUSH_THREADS
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,6 +28,8 @@ DEFAULTS: dict = {
     # Shards per ``flush_shards`` task: the scheduled flush sends one task per group of
     # dirty shards, so that many workers flush at once (see docs/scaling.md).
     "COUNTERS_FLUSH_GROUP_SIZE": 4,
+    # Shards one flush call applies at once, each on its own database connection.
+    "COUNTERS_FLUSH_THREADS": FLUSH_THREADS,
     "CELERY_TASK_DEFAULT_QUEUE": None,  # None: Celery's own default queue, "celery"
     # A beat wakes at least this often (s), and extends its RedBeat lock each time.
     "CELERY_BEAT_MAX_LOOP_INTERVAL": 5.0,
@@ -45,6 +47,7 @@ PARSERS = {
     "COUNTERS_RECONCILE_INTERVAL": float,
     "COUNTERS_SHARDS": int,
     "COUNTERS_FLUSH_GROUP_SIZE": int,
+    "COUNTERS_FLUSH_THREADS": int,
     "CELERY_BEAT_MAX_LOOP_INTERVAL": float,
     "CELERY_REDBEAT_LOCK_TIMEOUT": float,
     "COUNTERS_REDIS_CLUSTER": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
@@ -61,6 +64,7 @@ ENV_KEYS = [
     "COUNTERS_REDIS_URL",
     "COUNTERS_REDIS_CLUSTER",
     "COUNTERS_FLUSH_GROUP_SIZE",
+    "COUNTERS_FLUSH_THREADS",
     "CELERY_TASK_DEFAULT_QUEUE",
     "CELERY_BEAT_MAX_LOOP_INTERVAL",
     "CELERY_REDBEAT_LOCK_TIMEOUT",
@@ -96,6 +100,8 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
         raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
     if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
         raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
+    if config["COUNTERS_FLUSH_THREADS"] < 1:
+        raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
     loop_s, lock_s = config["CELERY_BEAT_MAX_LOOP_INTERVAL"], config["CELERY_REDBEAT_LOCK_TIMEOUT"]
     if loop_s <= 0 or lock_s < LOCK_TIMEOUT_MIN_LOOPS * loop_s:
         raise ValueError(

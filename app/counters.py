@@ -68,6 +68,7 @@ def build_counters(config: Mapping, sql: sa.Engine) -> Counters:
         REGISTRY,
         shards=config["COUNTERS_SHARDS"],
         prefix=config["COUNTERS_PREFIX"],
+        flush_threads=config["COUNTERS_FLUSH_THREADS"],
     )
 
 

@@ -6,12 +6,13 @@ No Flask or Celery here: pass in a Redis client, a SQLAlchemy engine and a Regis
 from .buffer import Outcome
 from .counters import DEFAULT_SHARDS, Counters
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, UnknownCounter
-from .flush import FlushSummary, ShardFlush
+from .flush import FLUSH_THREADS, FlushSummary, ShardFlush
 from .reconcile import Fix, ReconcileResult, lock_target
 from .registry import Counter, Registry
 
 __all__ = [
     "DEFAULT_SHARDS",
+    "FLUSH_THREADS",
     "BufferUnavailable",
     "Counter",
     "CounterError",

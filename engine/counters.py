@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError
 from .exists import Existence
-from .flush import Flusher, FlushSummary, Hook, ShardFlush
+from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
 from .keys import Keys
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
@@ -30,8 +30,9 @@ class Counters:
     SQLAlchemy engine on Postgres; nothing is created at import time. ``prefix``
     scopes the Redis keys and the ledger rows, so several apps can share servers.
     ``hook(stage, shard)`` is called at each flush stage (claimed, numbered, applied,
-    committed). ``flush_lock_ttl_ms`` bounds how long a flusher that died holds its
-    shard back from the next flush.
+    committed), from the flushing thread. ``flush_lock_ttl_ms`` bounds how long a
+    flusher that died holds its shard back from the next flush. ``flush_threads``
+    shards flush at once, each on its own SQL connection.
     """
 
     def __init__(
@@ -44,12 +45,15 @@ class Counters:
         prefix: str = "ctr",
         hook: Hook | None = None,
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
+        flush_threads: int = FLUSH_THREADS,
     ) -> None:
         self.registry = registry
         self.keys = Keys(prefix=prefix, shards=shards)
         self.buffer = Buffer(redis, self.keys)
         self.existence = Existence(redis, sql, self.keys)
-        self.flusher = Flusher(self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms)
+        self.flusher = Flusher(
+            self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms, flush_threads
+        )
         self.live = LiveReader(self.buffer, sql, registry, prefix)
         self.reconciler = Reconciler(self.buffer, sql, registry, prefix)
         self.stats = Stats(redis, self.keys)

@@ -7,7 +7,7 @@ import pytest
 
 from app import config
 from app.ids import MAX_ID, at_most
-from engine import DEFAULT_SHARDS
+from engine import DEFAULT_SHARDS, FLUSH_THREADS
 
 
 def test_defaults():
@@ -18,6 +18,7 @@ def test_defaults():
     assert c["COUNTERS_SHARDS"] == DEFAULT_SHARDS and c["COUNTERS_PREFIX"] == "ctr"
     assert c["COUNTERS_REDIS_CLUSTER"] is False and c["ADMIN_TOKEN"] is None
     assert c["MAX_CONTENT_LENGTH"] == 1024 * 1024
+    assert c["COUNTERS_FLUSH_THREADS"] == FLUSH_THREADS
 
 
 @pytest.mark.parametrize(
@@ -41,12 +42,14 @@ def test_environment_then_test_config():
         "COUNTERS_SHARDS": "32",
         "COUNTERS_PREFIX": "site1",
         "COUNTERS_REDIS_CLUSTER": "1",
+        "COUNTERS_FLUSH_THREADS": "3",
     }
     c = config.load(env, {"COUNTERS_SHARDS": 8})
     assert c["COUNTERS_REDIS_URL"] == "redis://r:6379/1"  # the counters follow REDIS_URL
     assert c["ADMIN_TOKEN"] == "s3cret" and c["COUNTERS_PREFIX"] == "site1"
     assert (c["COUNTERS_FLUSH_INTERVAL"], c["COUNTERS_RECONCILE_INTERVAL"]) == (0.5, 60.0)
     assert c["COUNTERS_SHARDS"] == 8 and c["COUNTERS_REDIS_CLUSTER"] is True
+    assert c["COUNTERS_FLUSH_THREADS"] == 3
     split = config.load({**env, "COUNTERS_REDIS_URL": "redis://cluster:7000/0"})
     assert split["COUNTERS_REDIS_URL"] == "redis://cluster:7000/0"
     assert split["REDIS_URL"] == "redis://r:6379/1"  # the broker stays
@@ -58,6 +61,7 @@ def test_environment_then_test_config():
         {"COUNTERS_SHARDS": "many"},
         {"COUNTERS_FLUSH_INTERVAL": "0"},
         {"COUNTERS_FLUSH_INTERVAL": "x"},
+        {"COUNTERS_FLUSH_THREADS": "0"},
     ],
 )
 def test_bad_values_fail_loudly(env):
@@ -74,3 +78,9 @@ def test_id_regex_accepts_exactly_1_to_max_bigint():
         assert bool(rx.fullmatch(str(value))) == (1 <= value <= MAX_ID), value
     for text in ("01", "007", "", "-1", "1a", "1.0", "+1"):
         assert not rx.fullmatch(text)
+
+
+def test_the_app_builds_its_counters_from_the_settings(make_app):
+    app = make_app(COUNTERS_SHARDS=8, COUNTERS_FLUSH_THREADS=3)
+    counters = app.extensions["counters"]
+    assert counters.keys.shards == 8 and counters.flusher.threads == 3

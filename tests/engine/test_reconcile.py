@@ -93,9 +93,10 @@ def test_reconcile_counts_an_inflight_batch_once_whichever_side_of_commit(counte
 def test_reconcile_while_threads_like_unlike_and_flush_is_exact_after_quiescence(
     make_counters, sql
 ):
-    counters = make_counters(shards=4)
+    counters = make_counters(shards=4, flush_threads=4)  # every shard's flush at once
     items = seed(sql, "items", 12)
     stop = threading.Event()
+    errors = []  # a deadlock between a flush and a reconcile would land here
 
     def writer(n: int) -> None:
         rnd = random.Random(n)
@@ -105,7 +106,11 @@ def test_reconcile_while_threads_like_unlike_and_flush_is_exact_after_quiescence
 
     def background(fn) -> None:
         while not stop.is_set():
-            fn()
+            try:
+                fn()
+            except Exception as exc:
+                errors.append(exc)
+                raise
 
     writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     others = [
@@ -120,6 +125,7 @@ def test_reconcile_while_threads_like_unlike_and_flush_is_exact_after_quiescence
     stop.set()
     for t in others:
         t.join()
+    assert errors == []
     live = counters.read("items", items)
     assert {i: live[i]["likes"] for i in items} == truth(sql)
     counters.flush_all()
