@@ -260,16 +260,21 @@ def markdown(results: dict) -> str:
         lines += [
             "## Flush",
             "",
-            f"`Counters.flush_all()` over {flush['shards']} shards vs one raw "
-            f"`UPDATE … FROM unnest` of the same rows (median of {flush['reps']}).",
+            f"`Counters.flush_all()` over {flush['shards']} shards, "
+            f"{flush.get('flush_threads', 1)} at a time (the default), vs one raw "
+            f"`UPDATE … FROM unnest` of the same rows (median of {flush['reps']}); "
+            "the last columns flush one shard at a time (`flush_threads=1`).",
             "",
-            "| dirty counters | flush ms | raw unnest ms | flush / raw | counters/s |",
-            "|---:|---:|---:|---:|---:|",
+            "| dirty counters | flush ms | raw unnest ms | flush / raw | counters/s "
+            "| 1 thread ms | 1 thread / raw |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for n, s in flush["sizes"].items():
+            serial = s.get("flush_1_thread_s")
             lines.append(
                 f"| {int(n):,} | {s['flush_s'] * 1000:,.1f} | {s['raw_unnest_s'] * 1000:,.1f} | "
-                f"{s['ratio']:.2f} | {s['flush_counters_per_s']:,} |"
+                f"{s['ratio']:.2f} | {s['flush_counters_per_s']:,} | "
+                + (f"{serial * 1000:,.1f} | {s['ratio_1_thread']:.2f} |" if serial else "– | – |")
             )
         inc = flush.get("increments")
         if inc:
