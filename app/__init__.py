@@ -14,6 +14,7 @@ from . import config
 from .celery_utils import celery_init_app
 from .cli import register_cli
 from .counters import build_counters
+from .dbpool import ping_when_idle
 from .errors import register_error_handlers
 from .extensions import db, migrate
 from .ids import IdConverter
@@ -38,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     with app.app_context():
+        ping_when_idle(db.engine, app.config["DATABASE_PING_IDLE_S"])
         app.extensions["counters"] = build_counters(app.config, db.engine)
 
     register_error_handlers(app)

@@ -38,12 +38,15 @@ DEFAULTS: dict = {
     # mid-loop: at least LOCK_TIMEOUT_MIN_LOOPS loops.
     "CELERY_REDBEAT_LOCK_TIMEOUT": 30.0,
     "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH_BYTES,
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # s; a pooled connection idle this long is pinged before use (app/dbpool.py)
+    "DATABASE_PING_IDLE_S": 5.0,
+    "SQLALCHEMY_ENGINE_OPTIONS": {},
     "CELERY": {},  # Celery settings that override the ones built in app.celery_utils
 }
 
 PARSERS = {
     "COUNTERS_FLUSH_INTERVAL": float,
+    "DATABASE_PING_IDLE_S": float,
     "COUNTERS_RECONCILE_INTERVAL": float,
     "COUNTERS_SHARDS": int,
     "COUNTERS_FLUSH_GROUP_SIZE": int,
@@ -55,6 +58,7 @@ PARSERS = {
 
 ENV_KEYS = [
     "DATABASE_URL",
+    "DATABASE_PING_IDLE_S",
     "REDIS_URL",
     "ADMIN_TOKEN",
     "COUNTERS_FLUSH_INTERVAL",
@@ -98,6 +102,8 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
     config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
     if config["COUNTERS_FLUSH_INTERVAL"] <= 0 or config["COUNTERS_RECONCILE_INTERVAL"] <= 0:
         raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
+    if config["DATABASE_PING_IDLE_S"] < 0:
+        raise ValueError("DATABASE_PING_IDLE_S must be 0 (always ping) or more seconds")
     if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
         raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
