@@ -63,8 +63,10 @@ class LiveReader:
         )
         params = {"scope": self.scope, "shards": self.buffer.keys.shards, "ids": int_array(ids)}
         n = len(counters)
+        # one statement is its own snapshot: no BEGIN before it, no ROLLBACK after it
         with sql_errors(f"read {table}"), self.sql.connect() as conn:
-            return {r[0]: (r[1 : n + 1], r[-1], r[n + 1 : -1]) for r in conn.execute(query, params)}
+            rows = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query, params)
+            return {r[0]: (r[1 : n + 1], r[-1], r[n + 1 : -1]) for r in rows}
 
     def read(
         self,
