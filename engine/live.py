@@ -10,6 +10,7 @@ above every seq the Redis snapshot knew), the read is retried.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -21,6 +22,17 @@ from .registry import IDENT, Counter, Registry
 from .sqlarrays import int_array
 
 READ_ATTEMPTS = 3
+
+
+@functools.lru_cache(maxsize=256)
+def stored_query(table: str, counted: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """Rows' counters and ``columns`` with their shard's ``applied_seq`` (psycopg2
+    ``%(name)s`` parameters: scope, shards, ids)."""
+    cols = ", ".join(f"t.{c}" for c in counted + columns)
+    return f"""SELECT t.id, {cols}, coalesce(s.applied_seq, 0)
+        FROM {table} t LEFT JOIN counter_shards s
+          ON s.scope = %(scope)s AND s.shard = (t.id %% %(shards)s)::int
+        WHERE t.id = ANY(CAST(%(ids)s AS bigint[]))"""
 
 
 def unapplied_delta(snap: Unapplied, name: str, applied_seq: int) -> int:
@@ -54,18 +66,15 @@ class LiveReader:
 
     def _stored(self, table: str, counters: list[Counter], ids: Sequence[int], columns=()):
         """``{id: (counter values, applied_seq, other column values)}`` in one snapshot."""
-        cols = ", ".join(f"t.{c}" for c in [c.column for c in counters] + list(columns))
-        query = sa.text(
-            f"""SELECT t.id, {cols}, coalesce(s.applied_seq, 0)
-            FROM {table} t LEFT JOIN counter_shards s
-              ON s.scope = :scope AND s.shard = (t.id % :shards)::int
-            WHERE t.id = ANY(CAST(:ids AS bigint[]))"""
-        )
+        query = stored_query(table, tuple(c.column for c in counters), tuple(columns))
         params = {"scope": self.scope, "shards": self.buffer.keys.shards, "ids": int_array(ids)}
         n = len(counters)
-        # one statement is its own snapshot: no BEGIN before it, no ROLLBACK after it
+        # One statement is its own snapshot: no BEGIN before it, no ROLLBACK after it.
+        # Sent as plain driver SQL: on a page view, compiling a text() construct cost
+        # more Python than the rest of the read.
         with sql_errors(f"read {table}"), self.sql.connect() as conn:
-            rows = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query, params)
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = conn.exec_driver_sql(query, params)
             return {r[0]: (r[1 : n + 1], r[-1], r[n + 1 : -1]) for r in rows}
 
     def read(
