@@ -165,6 +165,26 @@ class Buffer:
         with redis_errors("increment"):
             return Outcome(self._incr(keys=keys, args=args))
 
+    def add_checked(
+        self, rows: Sequence[tuple[int, Sequence[tuple[str, int]], str]]
+    ) -> list[Outcome]:
+        """``add(row_id, pairs, exists_in=table)`` for each ``(row_id, pairs, table)``, in one
+        pipelined round trip; the outcomes in the same order."""
+        out: list[Outcome | None] = [None] * len(rows)
+        trip = RoundTrip(self.redis)
+        sent = []
+        for i, (row_id, pairs, table) in enumerate(rows):
+            if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
+                out[i] = Outcome.NOT_LOADED
+                continue
+            trip.script(self._incr, *self._incr_call(row_id, pairs, table))
+            sent.append(i)
+        if sent:
+            with redis_errors("increment"):
+                for i, reply in zip(sent, trip.execute(), strict=True):
+                    out[i] = Outcome(reply)
+        return out
+
     def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
         """Add deltas for several rows in one pipelined round trip (no existence check)."""
         with redis_errors("increment"):

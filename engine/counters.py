@@ -76,6 +76,15 @@ class Counters:
             rows.setdefault(row_id, []).append((self.registry.get(name).code, n))
         self.buffer.add_many(rows.items())
 
+    def incr_checked(self, items: Sequence[tuple[str, int, int]]) -> list[Outcome]:
+        """``incr(name, id, n, check_exists=True)`` for each ``(name, id, n)``, in one
+        pipelined round trip; the outcomes in the same order."""
+        rows = []
+        for name, row_id, n in items:
+            counter = self.registry.get(name)
+            rows.append((row_id, [(counter.code, n)], counter.table))
+        return self.buffer.add_checked(rows)
+
     def read(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
         return self.live.read(table, ids)[1]

@@ -55,6 +55,35 @@ def test_existence_check_refuses_missing_rows_without_creating_keys(counters, r,
     assert counters.read("items", [ids[1]])[ids[1]]["hits"] == 1
 
 
+def test_checked_increments_in_one_call_answer_row_by_row(counters, r, sql):
+    items, notes = seed(sql, "items", 2), seed(sql, "notes", 1)
+    counters.existence.ensure_loaded(["items"])  # notes' index stays unloaded
+    before = set(r.keys())
+    outcomes = counters.incr_checked(
+        [
+            ("items.hits", items[0], 2),
+            ("items.hits", 999, 1),
+            ("notes.hits", notes[0], 1),
+            ("items.likes", items[1], 3),
+            ("items.hits", 2**62, 1),
+        ]
+    )
+    assert outcomes == [
+        Outcome.COUNTED,
+        Outcome.MISSING,
+        Outcome.NOT_LOADED,
+        Outcome.COUNTED,
+        Outcome.NOT_LOADED,
+    ]
+    live = counters.read("items", items)
+    assert live[items[0]]["hits"] == 2 and live[items[1]]["likes"] == 3
+    assert counters.read("notes", notes)[notes[0]]["hits"] == 0
+    pending = {counters.keys.pending(counters.keys.shard_of(i)).encode() for i in items}
+    assert set(r.keys()) - before <= pending | {
+        counters.keys.accepted(counters.keys.shard_of(i)).encode() for i in items
+    }
+
+
 def test_cancelling_deltas_leave_no_field_or_key(counters, r, sql):
     (i,) = seed(sql, "items", 1)
     counters.incr("items.likes", i, 1)
