@@ -28,6 +28,9 @@ DEFAULTS: dict = {
     # Shards per ``flush_shards`` task: the scheduled flush sends one task per group of
     # dirty shards, so that many workers flush at once (see docs/scaling.md).
     "COUNTERS_FLUSH_GROUP_SIZE": 4,
+    # ms; > 0 turns on the coalescing of view beacons in the web process (app/coalesce.py):
+    # faster, but a hard kill loses up to this long of acknowledged views. Off: 0.
+    "COUNTERS_COALESCE_MS": 0.0,
     # Shards one flush call applies at once, each on its own database connection.
     "COUNTERS_FLUSH_THREADS": FLUSH_THREADS,
     "CELERY_TASK_DEFAULT_QUEUE": None,  # None: Celery's own default queue, "celery"
@@ -51,6 +54,7 @@ PARSERS = {
     "COUNTERS_SHARDS": int,
     "COUNTERS_FLUSH_GROUP_SIZE": int,
     "COUNTERS_FLUSH_THREADS": int,
+    "COUNTERS_COALESCE_MS": float,
     "CELERY_BEAT_MAX_LOOP_INTERVAL": float,
     "CELERY_REDBEAT_LOCK_TIMEOUT": float,
     "COUNTERS_REDIS_CLUSTER": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
@@ -69,6 +73,7 @@ ENV_KEYS = [
     "COUNTERS_REDIS_CLUSTER",
     "COUNTERS_FLUSH_GROUP_SIZE",
     "COUNTERS_FLUSH_THREADS",
+    "COUNTERS_COALESCE_MS",
     "CELERY_TASK_DEFAULT_QUEUE",
     "CELERY_BEAT_MAX_LOOP_INTERVAL",
     "CELERY_REDBEAT_LOCK_TIMEOUT",
@@ -106,6 +111,8 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
         raise ValueError("DATABASE_PING_IDLE_S must be 0 (always ping) or more seconds")
     if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
         raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
+    if config["COUNTERS_COALESCE_MS"] < 0:
+        raise ValueError("COUNTERS_COALESCE_MS must be 0 (off) or a positive number of ms")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
     loop_s, lock_s = config["CELERY_BEAT_MAX_LOOP_INTERVAL"], config["CELERY_REDBEAT_LOCK_TIMEOUT"]

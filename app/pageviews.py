@@ -12,6 +12,8 @@ import logging
 import threading
 from collections import namedtuple
 
+from flask import current_app
+
 from engine import CounterError, Outcome
 
 from . import content
@@ -37,16 +39,33 @@ def reload_index(table: str) -> None:
 
 
 def count_view(kind: Kind, row_id: int) -> bool:
-    """Count one view of an existing row; False when the row does not exist."""
+    """Count one view of an existing row; False when the row does not exist.
+
+    Coalesced in the process when ``COUNTERS_COALESCE_MS`` is set (app/coalesce.py).
+    """
+    coalescer = current_app.extensions.get("view_coalescer")
+    if coalescer is not None:
+        return coalescer.count(kind.views, kind.table, row_id)
+    return count_now(kind.views, kind.table, row_id)
+
+
+def count_now(name: str, table: str, row_id: int) -> bool:
+    """Count one view in Redis now (one round trip); False when the row does not exist."""
     counters = get_counters()
-    outcome = counters.incr(kind.views, row_id, check_exists=True)
+    outcome = counters.incr(name, row_id, check_exists=True)
     if outcome is Outcome.NOT_LOADED:
-        if not content.exists(kind.table, row_id):
-            return False
-        counters.incr(kind.views, row_id)
-        reload_index(kind.table)
-        return True
+        return add_if_exists(name, table, row_id, 1)
     return outcome is Outcome.COUNTED
+
+
+def add_if_exists(name: str, table: str, row_id: int, n: int) -> bool:
+    """Add ``n`` if Postgres has the row: for when Redis lost the existence index (which
+    is rebuilt in passing). False when the row does not exist."""
+    if not content.exists(table, row_id):
+        return False
+    get_counters().incr(name, row_id, n)
+    reload_index(table)
+    return True
 
 
 # What a page shows of its row, fetched by the engine's live-read statement.
@@ -65,10 +84,8 @@ def view_and_read(kind: Kind, row_id: int):
     if outcome is Outcome.MISSING:
         return None
     if outcome is Outcome.NOT_LOADED:
-        if not content.exists(kind.table, row_id):
+        if not add_if_exists(kind.views, kind.table, row_id, 1):
             return None
-        counters.incr(kind.views, row_id)
-        reload_index(kind.table)
         _, found, rows = counters.live.read(kind.table, [row_id], columns=PAGE_COLUMNS)
         counts, row = found.get(row_id), rows.get(row_id)
     if row is None or counts is None:  # deleted meanwhile: its view is dropped at flush

@@ -76,6 +76,9 @@ def app_config(database_url: str, **overrides) -> dict:
 
 
 def close_app(app) -> None:
+    coalescer = app.extensions.get("view_coalescer")
+    if coalescer is not None:
+        coalescer.close()  # pushes its tally now, into keys the r fixture then removes
     with app.app_context():
         db.engine.dispose()
     app.extensions["counters"].buffer.redis.close()

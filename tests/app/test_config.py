@@ -19,6 +19,7 @@ def test_defaults():
     assert c["COUNTERS_REDIS_CLUSTER"] is False and c["ADMIN_TOKEN"] is None
     assert c["MAX_CONTENT_LENGTH"] == 1024 * 1024
     assert c["COUNTERS_FLUSH_THREADS"] == FLUSH_THREADS
+    assert c["COUNTERS_COALESCE_MS"] == 0 and c["DATABASE_PING_IDLE_S"] == 5
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,8 @@ def test_environment_then_test_config():
         {"COUNTERS_FLUSH_INTERVAL": "0"},
         {"COUNTERS_FLUSH_INTERVAL": "x"},
         {"COUNTERS_FLUSH_THREADS": "0"},
+        {"COUNTERS_COALESCE_MS": "-1"},
+        {"DATABASE_PING_IDLE_S": "-1"},
     ],
 )
 def test_bad_values_fail_loudly(env):
@@ -84,3 +87,6 @@ def test_the_app_builds_its_counters_from_the_settings(make_app):
     app = make_app(COUNTERS_SHARDS=8, COUNTERS_FLUSH_THREADS=3)
     counters = app.extensions["counters"]
     assert counters.keys.shards == 8 and counters.flusher.threads == 3
+    assert "view_coalescer" not in app.extensions  # off by default
+    on = make_app(COUNTERS_COALESCE_MS=25)
+    assert on.extensions["view_coalescer"].interval_s == 0.025

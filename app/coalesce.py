@@ -1,0 +1,178 @@
+"""Coalesced view beacons: an opt-in mode, off by default (``COUNTERS_COALESCE_MS``).
+
+With the mode on, ``POST /api/<kind>/<id>/view`` makes no Redis round trip in the
+common case. The view is added to a tally in the web process and answered 204, and a
+background thread sends the tally every ``COUNTERS_COALESCE_MS`` milliseconds as one
+pipelined round trip of existence-checked increments.
+
+What it costs, and why it is off by default:
+
+* **Loss window.** A 204 no longer means "in Redis". A web process that dies hard
+  (SIGKILL, OOM killer, power loss) loses the views of its last interval, plus those
+  of a push that was under way. A graceful stop (SIGTERM to gunicorn, Ctrl-C,
+  interpreter exit) pushes what is left first.
+* **Existence.** The first view of a row in a process takes the normal synchronous
+  path, so an id that does not exist still gets its 404 and leaves no key. After
+  that the row is "known": each push checks existence again, in Redis, and a row
+  stays known while pushes find it, or for ``KNOWN_TTL_S`` after its last one. A
+  row deleted while known gets 204s until the next push, which drops those views
+  (as a flush drops deltas of deleted rows) and forgets the row: its next view is a
+  404. At most ``KNOWN_MAX`` rows are known per process; views of others go
+  synchronous.
+* **Redis down.** After a failed push the tally is kept and retried. Views take the
+  synchronous path, and so get 503s, until a push succeeds. An outage therefore
+  shows as errors, as without the mode, instead of growing an unbounded backlog in
+  memory.
+
+The benchmarks' ``coalesced`` row measures this class.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from engine import CounterError, Outcome
+
+log = logging.getLogger(__name__)
+
+KNOWN_TTL_S = 60.0  # a row not seen by a push for this long is checked again
+KNOWN_MAX = 100_000  # rows known per process (bounds the memory of the mode)
+
+Key = tuple[str, int]  # (counter name, row id)
+
+
+class ViewCoalescer:
+    """Per-process tally of views, pushed by one daemon thread started after fork.
+
+    ``count_sync(name, table, id)`` is the normal path (one round trip, existence
+    checked; False when the row does not exist). ``resolve(name, table, id, n)`` adds
+    the views of a row whose existence index Redis has lost, at push time (it asks
+    Postgres; False when the row is gone). ``app_context`` wraps each push (the Flask
+    app's, in the app).
+    """
+
+    def __init__(
+        self,
+        counters,
+        interval_s: float,
+        count_sync: Callable[[str, str, int], bool],
+        resolve: Callable[[str, str, int, int], bool],
+        app_context: Callable = None,
+        known_ttl_s: float = KNOWN_TTL_S,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("the coalescing interval must be positive")
+        self.counters = counters
+        self.interval_s = interval_s
+        self.count_sync = count_sync
+        self.resolve = resolve
+        self.app_context = app_context
+        self.known_ttl_s = known_ttl_s
+        self.lock = threading.Lock()
+        self.push_lock = threading.Lock()  # one push at a time (timer or shutdown)
+        self.tally: Counter[Key] = Counter()
+        self.tables: dict[str, str] = {}  # counter name -> table
+        self.known: dict[tuple[str, int], float] = {}  # (table, id) -> expiry (monotonic)
+        self.healthy = True  # False after a failed push, until one succeeds
+        self.stop = threading.Event()
+        self.pid: int | None = None
+        self.dropped = 0  # views of rows gone by push time
+
+    # -- the request path ------------------------------------------------------
+
+    def count(self, name: str, table: str, row_id: int) -> bool:
+        """Count one view; False when the row does not exist (checked synchronously)."""
+        now = time.monotonic()
+        with self.lock:
+            if self.pid != os.getpid():  # first view in this (forked) process
+                self._start()
+            if self.healthy and self.known.get((table, row_id), 0.0) > now:
+                self.tally[(name, row_id)] += 1
+                self.tables[name] = table
+                return True
+        if not self.count_sync(name, table, row_id):
+            return False
+        with self.lock:
+            if len(self.known) < KNOWN_MAX:
+                self.known[(table, row_id)] = now + self.known_ttl_s
+        return True
+
+    def _start(self) -> None:
+        self.pid = os.getpid()
+        self.stop = threading.Event()
+        self.tally, self.known, self.healthy = Counter(), {}, True  # nothing from the parent
+        threading.Thread(target=self._run, name="view-coalescer", daemon=True).start()
+        atexit.register(self.close)
+
+    # -- pushing ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = self.stop
+        while not stop.wait(self.interval_s):
+            self.push()
+
+    def push(self) -> int:
+        """Send the tally in one round trip; returns the views pushed (0 on failure,
+        the tally then waits for the next push)."""
+        with self.push_lock:
+            with self.lock:
+                tally, self.tally = self.tally, Counter()
+                now = time.monotonic()
+                self.known = {k: t for k, t in self.known.items() if t > now}
+            if not tally:
+                return 0
+            items = [(name, row_id, n) for (name, row_id), n in tally.items()]
+            gone = []
+            try:
+                with self._context():
+                    outcomes = self.counters.incr_checked(items)
+                    for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
+                        if outcome is Outcome.NOT_LOADED:
+                            if not self.resolve(name, self.tables[name], row_id, n):
+                                gone.append((name, row_id, n))
+                        elif outcome is Outcome.MISSING:
+                            gone.append((name, row_id, n))
+            except CounterError as exc:
+                with self.lock:
+                    self.tally.update(tally)
+                    self.healthy = False
+                log.warning("view push failed, %d views kept for the next one: %s", len(tally), exc)
+                return 0
+            with self.lock:
+                self.healthy = True
+                expiry = time.monotonic() + self.known_ttl_s
+                for name, row_id, _ in items:  # seen to exist just now
+                    self.known[(self.tables[name], row_id)] = expiry
+                for name, row_id, n in gone:
+                    self.known.pop((self.tables[name], row_id), None)
+                    self.dropped += n
+            return sum(tally.values())
+
+    def _context(self):
+        if self.app_context is None:
+            return _NullContext()
+        return self.app_context()
+
+    def close(self) -> None:
+        """Stop the thread and push what is left (graceful shutdown; also at exit)."""
+        self.stop.set()
+        atexit.unregister(self.close)
+        if self.pid != os.getpid():
+            return
+        pending = sum(self.tally.values())
+        if pending and not self.push():
+            log.error("%d coalesced views lost at shutdown: Redis unavailable", pending)
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

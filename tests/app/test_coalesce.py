@@ -1,0 +1,182 @@
+"""The opt-in coalescing of view beacons (COUNTERS_COALESCE_MS): views tallied in the
+process and pushed in one round trip; 404s, Redis outages and shutdowns as documented."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.app.conftest import REDIS_DB, assert_error, create, process_env
+from tests.proxy import TcpProxy
+from tests.servers import ROOT, redis_url
+
+NEVER_MS = 3_600_000  # an interval the tests never wait for: pushes happen when they say
+
+
+def views(counters, row_id: int) -> int:
+    """The live view count: Postgres plus what Redis holds."""
+    return counters.read("posts", [row_id])[row_id]["view_count"]
+
+
+@pytest.fixture
+def coalescing(make_app):
+    """``coalescing(**config)``: an app with the mode on, its client and its coalescer."""
+
+    def make(**config):
+        app = make_app(COUNTERS_COALESCE_MS=config.pop("interval_ms", NEVER_MS), **config)
+        return app.test_client(), app.extensions["view_coalescer"]
+
+    return make
+
+
+def test_views_of_a_known_row_wait_in_the_process_until_the_push(
+    client, user, counters, coalescing
+):
+    post = create(client, user)
+    page, coalescer = coalescing()
+    assert page.post(f"/api/posts/{post}/view").status_code == 204  # first: synchronous
+    assert views(counters, post) == 1
+    for _ in range(5):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert views(counters, post) == 1  # tallied, not yet in Redis
+    assert coalescer.push() == 5
+    assert views(counters, post) == 6
+    assert coalescer.push() == 0
+
+
+def test_the_timer_pushes_on_its_own(client, user, counters, coalescing):
+    post = create(client, user)
+    page, _ = coalescing(interval_ms=20)
+    for _ in range(10):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    deadline = time.monotonic() + 5
+    while views(counters, post) < 10:
+        assert time.monotonic() < deadline, "the background push never came"
+        time.sleep(0.02)
+    assert views(counters, post) == 10
+
+
+def test_an_unknown_id_still_gets_its_404_and_leaves_nothing(coalescing, unchanged):
+    page, coalescer = coalescing()
+    with unchanged():
+        for _ in range(3):
+            assert_error(page.post("/api/posts/987654/view"), 404, "not_found")
+        assert coalescer.push() == 0
+
+
+def test_views_of_a_row_deleted_while_known_are_dropped_at_push(client, user, counters, coalescing):
+    post = create(client, user)
+    page, coalescer = coalescing()
+    assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert (
+        client.delete(f"/api/posts/{post}", headers={"Authorization": f"Bearer {user}"}).status_code
+        == 204
+    )
+    for _ in range(4):  # the row is still known to this process: 204, tallied
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    coalescer.push()
+    assert coalescer.dropped == 4
+    assert_error(page.post(f"/api/posts/{post}/view"), 404, "not_found")  # forgotten
+
+
+@pytest.fixture
+def redis_proxy():
+    parts = urlsplit(redis_url(REDIS_DB))
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    yield proxy, f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"
+    proxy.close()
+
+
+def test_redis_down_keeps_the_tally_and_turns_views_synchronous(
+    client, user, counters, coalescing, redis_proxy
+):
+    proxy, url = redis_proxy
+    post = create(client, user)
+    page, coalescer = coalescing(COUNTERS_REDIS_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    proxy.cut()
+    assert coalescer.push() == 0  # failed: the 3 tallied views are kept
+    reply = page.post(f"/api/posts/{post}/view")  # no longer tallied blindly
+    assert_error(reply, 503, "unavailable")
+    proxy.restore()
+    assert coalescer.push() == 3
+    assert page.post(f"/api/posts/{post}/view").status_code == 204  # tallied again
+    assert coalescer.push() == 1
+    assert views(counters, post) == 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_gunicorn_stopped_pushes_what_it_tallied(client, user, counters, app_db, stop):
+    """A real gunicorn stopped gracefully (SIGTERM) or quickly (SIGINT, Ctrl-C): its
+    workers push their tallies before they exit."""
+    post = create(client, user)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "app:create_app()",
+        ],
+        cwd=ROOT,
+        env=process_env(app_db.url, COUNTERS_COALESCE_MS=str(NEVER_MS)),
+    )
+    try:
+        import http.client
+
+        deadline = time.monotonic() + 30
+        sent = 0
+        while sent < 40:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", f"/api/posts/{post}/view")
+                status = conn.getresponse().status
+                conn.close()
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+                continue
+            assert status == 204
+            sent += 1
+        # at most one synchronous view per worker; the rest wait in the workers
+        assert views(counters, post) < sent
+        server.send_signal(stop)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert views(counters, post) == sent
+
+
+def test_a_push_after_redis_lost_the_existence_index_asks_postgres(
+    client, user, counters, coalescing, r
+):
+    post = create(client, user)
+    page, coalescer = coalescing()
+    for _ in range(3):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    index = counters.keys.exists(counters.keys.shard_of(post), "posts")
+    assert r.delete(index) == 1  # as after a Redis restart without persistence
+    assert coalescer.push() == 2
+    assert views(counters, post) == 3 and coalescer.dropped == 0
+    assert r.exists(index)  # rebuilt in passing
