@@ -8,28 +8,24 @@ Bench-only routes (never part of the product), all answering 204 with no body:
 * ``POST /bench/posts/<id>/noop``   counts nothing: the framework ceiling;
 * ``POST /bench/posts/<id>/sql``    one synchronous ``UPDATE posts … + 1`` per view;
 * ``POST /bench/posts/<id>/celery`` ``update_post_view_count.delay(id)`` per view;
-* ``POST /bench/posts/<id>/coalesced`` an experiment: views are summed in the process
-  and pushed to the engine every ``COALESCE_INTERVAL_S`` by a background thread (one
-  pipelined round trip for every row seen, existence-checked there). Not the product:
-  a view is acknowledged before it is in Redis, so a crashed process loses up to one
-  interval of them, and a view of a missing post is answered 204 and dropped.
+* ``POST /bench/posts/<id>/coalesced`` the opt-in coalescing mode of ``app/coalesce.py``
+  (``COUNTERS_COALESCE_MS``, off by default), on for this route only, with a 50 ms
+  interval: views of known posts are tallied in the process and pushed in one
+  pipelined round trip; a hard-killed process loses up to one interval of them.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import Counter
-
 import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app
 
-from app import create_app
+from app import create_app, view_coalescer
 from app.errors import not_found
 from app.extensions import db
+from app.kinds import POSTS
 from app.tasks import update_post_view_count
 
-COALESCE_INTERVAL_S = 0.05
+COALESCE_INTERVAL_MS = 50
 UPDATE_VIEW = sa.text("UPDATE posts SET view_count = view_count + 1 WHERE id = :id")
 
 bp = Blueprint("bench", __name__, url_prefix="/bench/posts")
@@ -55,48 +51,16 @@ def celery_per_view(row_id: int):
     return "", 204
 
 
-class Coalescer:
-    """Per-process view sums, pushed to Redis by one daemon thread (started after fork)."""
-
-    def __init__(self, counters) -> None:
-        self.counters = counters
-        self.lock = threading.Lock()
-        self.views: Counter[int] = Counter()
-        self.pid = None
-
-    def add(self, row_id: int) -> None:
-        with self.lock:
-            if self.pid != os.getpid():  # first view in this (forked) worker process
-                self.pid = os.getpid()
-                threading.Thread(target=self._run, daemon=True).start()
-            self.views[row_id] += 1
-
-    def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(COALESCE_INTERVAL_S):
-            with self.lock:
-                views, self.views = self.views, Counter()
-            if views:
-                self.push(views)
-
-    def push(self, views: Counter) -> None:
-        buffer = self.counters.buffer
-        code = self.counters.registry.get("posts.view_count").code
-        pipe = buffer.redis.pipeline(transaction=False)
-        for row_id, n in views.items():
-            keys, args = buffer._incr_call(row_id, [(code, n)], "posts")
-            buffer._incr(keys=keys, args=args, client=pipe)
-        pipe.execute()
-
-
 @bp.post("/<id:row_id>/coalesced")
 def coalesced(row_id: int):
-    current_app.extensions["bench_coalescer"].add(row_id)
+    if not current_app.extensions["bench_coalescer"].count(POSTS.views, POSTS.table, row_id):
+        raise not_found("post")
     return "", 204
 
 
 def create_bench_app(test_config: dict | None = None) -> Flask:
     app = create_app(test_config)
     app.register_blueprint(bp)
-    app.extensions["bench_coalescer"] = Coalescer(app.extensions["counters"])
+    # the product's opt-in mode (COUNTERS_COALESCE_MS), on for this route only
+    app.extensions["bench_coalescer"] = view_coalescer(app, COALESCE_INTERVAL_MS)
     return app

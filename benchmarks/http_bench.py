@@ -8,8 +8,8 @@ Variants (``benchmarks/bench_app.py`` adds the bench-only routes):
 * ``page``            ``GET /api/posts/<id>``: counts a view and returns the post;
 * ``sql_per_view``    ``POST /bench/posts/<id>/sql``: one synchronous UPDATE per view;
 * ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view;
-* ``coalesced``       ``POST /bench/posts/<id>/coalesced``: an experiment, views summed
-  in the process and pushed to the engine every 50 ms (not the product's guarantee).
+* ``coalesced``       ``POST /bench/posts/<id>/coalesced``: the opt-in coalescing mode
+  (``app/coalesce.py``), views tallied in the process and pushed every 50 ms.
 
 A Celery worker runs on the same machine for the whole phase, and a ticker in this
 process sends ``flush_counters`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
@@ -46,7 +46,7 @@ VARIANTS = {
     "page": ("GET", "/api/posts/{}"),
     "sql_per_view": ("POST", "/bench/posts/{}/sql"),
     "celery_per_view": ("POST", "/bench/posts/{}/celery"),
-    "coalesced": ("POST", "/bench/posts/{}/coalesced"),  # experiment, see bench_app.py
+    "coalesced": ("POST", "/bench/posts/{}/coalesced"),  # opt-in mode, see bench_app.py
 }
 FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced")  # repeated every round
 DISTRIBUTIONS = ("hot", "spread")
