@@ -51,6 +51,7 @@ TARGET_NAMES = (
     "flush_100k_vs_raw_unnest",
     "flush_1m_increments_vs_1k",
     "redis_bytes_per_pending_counter",
+    "stretch_coalesced_vs_noop_hot",
 )
 
 
@@ -121,6 +122,14 @@ def targets(results: dict) -> dict:
         ratio("write_behind hot/spread", rps("write_behind", "hot"), rps("write_behind", "spread")),
         f"median over rounds of write_behind hot / spread req/s (medians: "
         f"{rps('write_behind', 'hot')} / {rps('write_behind', 'spread')})",
+    )
+    out["stretch_coalesced_vs_noop_hot"] = _target(
+        results,
+        ">=",
+        0.9,
+        ratio("coalesced/noop hot", rps("coalesced", "hot"), rps("noop", "hot")),
+        "stretch, opt-in mode (COUNTERS_COALESCE_MS): median over rounds of coalesced / "
+        f"noop req/s (medians: {rps('coalesced', 'hot')} / {rps('noop', 'hot')})",
     )
     sizes = _get(results, "flush", "sizes") or {}
     largest = max(sizes, key=int, default=None)
