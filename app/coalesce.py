@@ -36,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from engine import CounterError, Outcome
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 KNOWN_TTL_S = 60.0  # a row not seen by a push for this long is checked again
 KNOWN_MAX = 100_000  # rows known per process (bounds the memory of the mode)
+PRUNE_EVERY_S = 5.0  # expired known rows are swept this often
 
 Key = tuple[str, int]  # (counter name, row id)
 
@@ -83,6 +85,7 @@ class ViewCoalescer:
         self.stop = threading.Event()
         self.pid: int | None = None
         self.dropped = 0  # views of rows gone by push time
+        self.next_prune = 0.0  # monotonic time of the next sweep of expired known rows
 
     # -- the request path ------------------------------------------------------
 
@@ -115,7 +118,10 @@ class ViewCoalescer:
     def _run(self) -> None:
         stop = self.stop
         while not stop.wait(self.interval_s):
-            self.push()
+            try:
+                self.push()
+            except Exception:  # never let the pusher die: the tally would only grow
+                log.exception("view push failed")
 
     def push(self) -> int:
         """Send the tally in one round trip; returns the views pushed (0 on failure,
@@ -124,40 +130,54 @@ class ViewCoalescer:
             with self.lock:
                 tally, self.tally = self.tally, Counter()
                 now = time.monotonic()
-                self.known = {k: t for k, t in self.known.items() if t > now}
+                if now >= self.next_prune:  # not every push: the set can be large
+                    self.known = {k: t for k, t in self.known.items() if t > now}
+                    self.next_prune = now + PRUNE_EVERY_S
             if not tally:
                 return 0
             items = [(name, row_id, n) for (name, row_id), n in tally.items()]
-            gone = []
             try:
                 with self._context():
                     outcomes = self.counters.incr_checked(items)
-                    for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
-                        if outcome is Outcome.NOT_LOADED:
-                            if not self.resolve(name, self.tables[name], row_id, n):
-                                gone.append((name, row_id, n))
-                        elif outcome is Outcome.MISSING:
-                            gone.append((name, row_id, n))
             except CounterError as exc:
                 with self.lock:
                     self.tally.update(tally)
                     self.healthy = False
                 log.warning("view push failed, %d views kept for the next one: %s", len(tally), exc)
                 return 0
+            gone, retry = self._settle(items, outcomes)
             with self.lock:
                 self.healthy = True
+                self.tally.update(retry)
                 expiry = time.monotonic() + self.known_ttl_s
                 for name, row_id, _ in items:  # seen to exist just now
                     self.known[(self.tables[name], row_id)] = expiry
                 for name, row_id, n in gone:
                     self.known.pop((self.tables[name], row_id), None)
                     self.dropped += n
-            return sum(tally.values())
+            return sum(tally.values()) - sum(retry.values())
+
+    def _settle(self, items, outcomes) -> tuple[list, Counter]:
+        """Rows the push found gone, and views to send again: those of rows whose
+        existence index Redis lost and that could not be resolved now."""
+        gone, retry = [], Counter()
+        with self._context():
+            for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
+                if outcome is Outcome.MISSING:
+                    gone.append((name, row_id, n))
+                elif outcome is Outcome.NOT_LOADED:
+                    try:
+                        if not self.resolve(name, self.tables[name], row_id, n):
+                            gone.append((name, row_id, n))
+                    except Exception:  # Postgres or Redis down: nothing was added
+                        log.warning(
+                            "views of %s %d kept for the next push", name, row_id, exc_info=True
+                        )
+                        retry[(name, row_id)] += n
+        return gone, retry
 
     def _context(self):
-        if self.app_context is None:
-            return _NullContext()
-        return self.app_context()
+        return self.app_context() if self.app_context is not None else nullcontext()
 
     def close(self) -> None:
         """Stop the thread and push what is left (graceful shutdown; also at exit)."""
@@ -168,11 +188,3 @@ class ViewCoalescer:
         pending = sum(self.tally.values())
         if pending and not self.push():
             log.error("%d coalesced views lost at shutdown: Redis unavailable", pending)
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
