@@ -197,7 +197,8 @@ def markdown(results: dict) -> str:
             f"{cfg['connections']} keep-alive connections, {cfg['duration_s']} s per run, "
             f"median of {cfg['rounds']} rounds (Celery: 1); spread = random post of "
             f"{cfg['spread_posts']:,}. × noop = median over rounds of the ratio to the "
-            "`noop` run of the same round.",
+            "`noop` run of the same round. Runs repeated because one gunicorn worker had "
+            f"accepted nearly every connection: {http.get('unbalanced_runs_repeated', 0)}.",
             "",
             "| variant | hot req/s | p50 ms | p99 ms | persisted views/s | × noop "
             "| spread req/s | p50 ms | p99 ms | persisted views/s | × noop |",
