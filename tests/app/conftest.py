@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import flask_migrate
 import pytest
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
+from tests.proxy import TcpProxy
 from tests.servers import ROOT, redis_url
 
 REDIS_DB = 15
@@ -108,6 +110,16 @@ def clean_redis(client) -> None:
     keys += list(client.scan_iter(match=f"*{QUEUE}*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def pg_proxy(app_db):
+    """(proxy, url): the test database reached through a TCP proxy the test can cut."""
+    parts = urlsplit(app_db.url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = parts.username or "postgres"
+    yield proxy, parts._replace(netloc=f"{user}@127.0.0.1:{proxy.port}").geturl()
+    proxy.close()
 
 
 @pytest.fixture

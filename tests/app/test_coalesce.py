@@ -183,24 +183,17 @@ def test_a_push_after_redis_lost_the_existence_index_asks_postgres(
 
 
 def test_views_that_need_postgres_wait_while_it_is_unreachable(
-    client, user, counters, coalescing, r, app_db
+    client, user, counters, coalescing, r, pg_proxy
 ):
-    parts = urlsplit(app_db.url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    user_part = parts.username or "postgres"
-    try:
-        post = create(client, user)
-        page, coalescer = coalescing(
-            DATABASE_URL=parts._replace(netloc=f"{user_part}@127.0.0.1:{proxy.port}").geturl()
-        )
-        for _ in range(4):
-            assert page.post(f"/api/posts/{post}/view").status_code == 204
-        r.delete(counters.keys.exists(counters.keys.shard_of(post), "posts"))
-        proxy.cut()  # the push must ask Postgres whether the row exists, and cannot
-        assert coalescer.push() == 0
-        assert views(counters, post) == 1 and coalescer.dropped == 0
-        proxy.restore()
-        assert coalescer.push() == 3
-        assert views(counters, post) == 4
-    finally:
-        proxy.close()
+    proxy, url = pg_proxy
+    post = create(client, user)
+    page, coalescer = coalescing(DATABASE_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    r.delete(counters.keys.exists(counters.keys.shard_of(post), "posts"))
+    proxy.cut()  # the push must ask Postgres whether the row exists, and cannot
+    assert coalescer.push() == 0
+    assert views(counters, post) == 1 and coalescer.dropped == 0
+    proxy.restore()
+    assert coalescer.push() == 3
+    assert views(counters, post) == 4
