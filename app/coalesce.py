@@ -79,7 +79,6 @@ class ViewCoalescer:
         self.lock = threading.Lock()
         self.push_lock = threading.Lock()  # one push at a time (timer or shutdown)
         self.tally: Counter[Key] = Counter()
-        self.tables: dict[str, str] = {}  # counter name -> table
         self.known: dict[tuple[str, int], float] = {}  # (table, id) -> expiry (monotonic)
         self.healthy = True  # False after a failed push, until one succeeds
         self.stop = threading.Event()
@@ -89,15 +88,18 @@ class ViewCoalescer:
 
     # -- the request path ------------------------------------------------------
 
-    def count(self, name: str, table: str, row_id: int) -> bool:
+    def _table(self, name: str) -> str:
+        return self.counters.registry.get(name).table
+
+    def count(self, name: str, row_id: int) -> bool:
         """Count one view; False when the row does not exist (checked synchronously)."""
         now = time.monotonic()
+        table = self._table(name)
         with self.lock:
             if self.pid != os.getpid():  # first view in this (forked) process
                 self._start()
             if self.healthy and self.known.get((table, row_id), 0.0) > now:
                 self.tally[(name, row_id)] += 1
-                self.tables[name] = table
                 return True
         if not self.count_sync(name, table, row_id):
             return False
@@ -151,9 +153,9 @@ class ViewCoalescer:
                 self.tally.update(retry)
                 expiry = time.monotonic() + self.known_ttl_s
                 for name, row_id, _ in items:  # seen to exist just now
-                    self.known[(self.tables[name], row_id)] = expiry
+                    self.known[(self._table(name), row_id)] = expiry
                 for name, row_id, n in gone:
-                    self.known.pop((self.tables[name], row_id), None)
+                    self.known.pop((self._table(name), row_id), None)
                     self.dropped += n
             return sum(tally.values()) - sum(retry.values())
 
@@ -167,7 +169,7 @@ class ViewCoalescer:
                     gone.append((name, row_id, n))
                 elif outcome is Outcome.NOT_LOADED:
                     try:
-                        if not self.resolve(name, self.tables[name], row_id, n):
+                        if not self.resolve(name, self._table(name), row_id, n):
                             gone.append((name, row_id, n))
                     except Exception:  # Postgres or Redis down: nothing was added
                         log.warning(

@@ -45,7 +45,7 @@ def count_view(kind: Kind, row_id: int) -> bool:
     """
     coalescer = current_app.extensions.get("view_coalescer")
     if coalescer is not None:
-        return coalescer.count(kind.views, kind.table, row_id)
+        return coalescer.count(kind.views, row_id)
     return count_now(kind.views, kind.table, row_id)
 
 

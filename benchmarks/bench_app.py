@@ -53,7 +53,7 @@ def celery_per_view(row_id: int):
 
 @bp.post("/<id:row_id>/coalesced")
 def coalesced(row_id: int):
-    if not current_app.extensions["bench_coalescer"].count(POSTS.views, POSTS.table, row_id):
+    if not current_app.extensions["bench_coalescer"].count(POSTS.views, row_id):
         raise not_found("post")
     return "", 204
 
