@@ -1,18 +1,31 @@
 """Batched write-behind counters: Redis deltas, applied to Postgres exactly once.
 
-No Flask or Celery here: pass in a Redis client, a SQLAlchemy engine and a Registry.
+The core (this package's top-level modules) needs only redis and SQLAlchemy: pass a
+Redis client, a SQLAlchemy engine and a :class:`Registry` to :class:`Counters`, the one
+door. Integrations sit beside it, imported only by those who use them:
+``engine.flask`` (extension, CLI, admin blueprint), ``engine.celery`` (tasks and RedBeat
+schedule), ``engine.prometheus`` (collector), ``engine.alembic`` (schema steps).
 """
 
 from .buffer import Outcome
-from .counters import DEFAULT_SHARDS, Counters
-from .errors import BufferUnavailable, CounterError, StoreUnavailable, UnknownCounter
-from .flush import FLUSH_THREADS, FlushSummary, ShardFlush
-from .reconcile import Fix, ReconcileResult, lock_target
+from .clients import redis_client
+from .coalesce import ViewCoalescer
+from .counters import Counters
+from .errors import (
+    BufferUnavailable,
+    CounterError,
+    StoreUnavailable,
+    TargetMissing,
+    UnknownCounter,
+)
+from .flush import FlushSummary, ShardFlush
+from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+from .reconcile import Fix, ReconcileResult
 from .registry import Counter, Registry
 
 __all__ = [
+    "DEFAULT_SCOPE",
     "DEFAULT_SHARDS",
-    "FLUSH_THREADS",
     "BufferUnavailable",
     "Counter",
     "CounterError",
@@ -24,6 +37,8 @@ __all__ = [
     "Registry",
     "ShardFlush",
     "StoreUnavailable",
+    "TargetMissing",
     "UnknownCounter",
-    "lock_target",
+    "ViewCoalescer",
+    "redis_client",
 ]

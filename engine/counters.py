@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
-from .errors import BufferUnavailable, CounterError
+from . import report, writes
+from .buffer import FLUSH_LOCK_TTL_MS, MAX_BIT_OFFSET, Buffer, Outcome
+from .errors import BufferUnavailable, CounterError, redis_errors, sql_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
-from .keys import Keys
+from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, Keys
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
@@ -20,19 +23,22 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHARDS = 16
+# A rebuild that dies holds its table's lock this long; a live one takes ~1 s per 1M rows.
+REBUILD_LOCK_TTL_MS = 600_000
 
 
 class Counters:
-    """Batched write-behind counters.
+    """Batched write-behind counters: the engine's one door.
 
-    ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``, ``sql`` a
-    SQLAlchemy engine on Postgres; nothing is created at import time. ``prefix``
-    scopes the Redis keys and the ledger rows, so several apps can share servers.
-    ``hook(stage, shard)`` is called at each flush stage (claimed, numbered, applied,
-    committed), from the flushing thread. ``flush_lock_ttl_ms`` bounds how long a
-    flusher that died holds its shard back from the next flush. ``flush_threads``
-    shards flush at once, each on its own SQL connection.
+    ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (build it with
+    ``engine.clients.redis_client``: no command retries, so an increment is never sent
+    twice), ``sql`` a SQLAlchemy engine on Postgres, ``registry`` the counters; nothing
+    is created at import time. ``scope`` names the Redis keys and the ledger rows, so
+    several sites can share servers. ``hook(stage, shard)`` is called at each flush stage
+    (claimed, numbered, applied, committed), from the flushing thread (fault tests use
+    it). ``flush_lock_ttl_ms`` bounds how long a flusher that died holds its shard back
+    from the next flush. ``flush_threads`` shards flush at once, each on its own SQL
+    connection.
     """
 
     def __init__(
@@ -42,28 +48,43 @@ class Counters:
         registry: Registry,
         *,
         shards: int = DEFAULT_SHARDS,
-        prefix: str = "ctr",
+        scope: str = DEFAULT_SCOPE,
         hook: Hook | None = None,
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         flush_threads: int = FLUSH_THREADS,
     ) -> None:
         self.registry = registry
-        self.keys = Keys(prefix=prefix, shards=shards)
+        self.sql = sql
+        self.keys = Keys(scope=scope, shards=shards)
         self.buffer = Buffer(redis, self.keys)
         self.existence = Existence(redis, sql, self.keys)
         self.flusher = Flusher(
-            self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms, flush_threads
+            self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
         )
-        self.live = LiveReader(self.buffer, sql, registry, prefix)
-        self.reconciler = Reconciler(self.buffer, sql, registry, prefix)
+        self.live = LiveReader(self.buffer, sql, registry, scope)
+        self.reconciler = Reconciler(self.buffer, sql, registry, scope)
         self.stats = Stats(redis, self.keys)
+
+    @property
+    def scope(self) -> str:
+        return self.keys.scope
+
+    @property
+    def shards(self) -> int:
+        return self.keys.shards
+
+    @property
+    def flush_threads(self) -> int:
+        return self.flusher.threads
+
+    # -- counting ---------------------------------------------------------------
 
     def incr(self, name: str, row_id: int, n: int = 1, *, check_exists: bool = False) -> Outcome:
         """Add ``n`` to a counter in one Redis round trip; Postgres gets it at the next flush.
 
         With ``check_exists`` nothing is written unless the row is in the existence
         index (``Outcome.MISSING``); ``Outcome.NOT_LOADED`` means the index is gone and
-        the caller must check Postgres itself.
+        the caller must check Postgres itself (:meth:`view` does both).
         """
         counter = self.registry.get(name)
         table = counter.table if check_exists else None
@@ -85,6 +106,78 @@ class Counters:
             rows.append((row_id, [(counter.code, n)], counter.table))
         return self.buffer.add_checked(rows)
 
+    def view(self, name: str, row_id: int, n: int = 1) -> bool:
+        """Count ``n`` views (or any event) of a row that exists; False, writing nothing,
+        when it does not.
+
+        Normally one Redis round trip and no SQL: the existence index answers inside the
+        increment script. When Redis has lost the index, Postgres answers (a primary-key
+        lookup) and the delta is added without the check.
+        """
+        outcome = self.incr(name, row_id, n, check_exists=True)
+        if outcome is Outcome.NOT_LOADED:
+            return self._add_if_exists(name, row_id, n)
+        return outcome is Outcome.COUNTED
+
+    def _add_if_exists(self, name: str, row_id: int, n: int) -> bool:
+        if not self.exists(self.registry.get(name).table, row_id):
+            return False
+        self.incr(name, row_id, n)
+        return True
+
+    def exists(self, table: str, row_id: int) -> bool:
+        """Whether Postgres has the row (a primary-key lookup)."""
+        query = sa.text(f"SELECT 1 FROM {self.registry.checked_table(table)} WHERE id = :id")
+        with sql_errors(f"look up {table} {row_id}"), self.sql.connect() as conn:
+            return conn.execute(query, {"id": row_id}).first() is not None
+
+    def counted_write(
+        self, session: Session, name: str, target_id: int, statement: sa.Executable, delta: int
+    ) -> sa.Row | None:
+        """Change a counter's source rows and the counter together, so that a reconcile
+        never counts the change twice (see ``engine.writes``).
+
+        In ``session``'s transaction: lock the target row, run ``statement`` (an INSERT or
+        DELETE … RETURNING of the source row: a like, a comment), add ``delta`` to
+        counter ``name`` of ``target_id`` if it returned a row, commit. Returns the row,
+        or None when nothing changed; raises TargetMissing when the target is gone.
+        """
+        table = self.registry.get(name).table
+        return writes.counted_write(
+            session, table, target_id, statement, delta, lambda d: self.incr(name, target_id, d)
+        )
+
+    # -- the existence index ----------------------------------------------------
+
+    def created(self, table: str, ids: Iterable[int]) -> None:
+        """Record new rows in the existence index (call before or right after their
+        INSERT commits: before, a rolled-back insert only leaves a mark whose deltas the
+        flush drops; after, views in between would get a 404)."""
+        self.existence.mark(table, ids)
+
+    def deleted(self, table: str, ids: Iterable[int]) -> None:
+        """Record deleted rows (after their DELETE committed); their pending deltas are
+        dropped by the next flush."""
+        self.existence.unmark(table, ids)
+
+    def rebuild_index(self, table: str) -> int:
+        """Mark every row of ``table`` in the existence index (after rows were inserted
+        behind the engine's back, say by a bulk load); returns the rows marked."""
+        return self.existence.load(self.registry.checked_table(table))
+
+    def missing_indexes(self) -> list[str]:
+        """Counted tables whose existence index Redis has lost (one round trip each)."""
+        return [t for t in self.registry.indexed_tables() if not self.existence.loaded(t)]
+
+    def ensure_index(self, tables: Iterable[str] | None = None) -> dict[str, int]:
+        """Rebuild the existence index of each table (default: every indexed table)
+        whose index Redis lost; returns rows marked per table rebuilt."""
+        return self.existence.ensure_loaded(
+            tables if tables is not None else self.registry.tables()
+        )
+
+    # -- reading ----------------------------------------------------------------
+
     def read(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
         return self.live.read(table, ids)[1]
@@ -96,44 +189,93 @@ class Counters:
         its ``columns``, fetched by the same SQL statement (one Redis round trip, one
         statement). Counts and row are None when the row is gone."""
         counter = self.registry.get(name)
+        if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:  # beyond the bitmap: ask Postgres
+            return Outcome.NOT_LOADED, None, None
         outcome, counts, rows = self.live.read(
             counter.table, [row_id], bump=counter, columns=columns
         )
         return outcome, counts.get(row_id), rows.get(row_id)
 
+    def view_and_read(
+        self, name: str, row_id: int, columns: Sequence[str] = ()
+    ) -> tuple[dict[str, int], dict] | None:
+        """Count one view of a row and return ``(live counts including it, {column:
+        value})``, or None when the row does not exist (nothing is counted then).
+
+        One Redis round trip and one SQL statement in the normal case; when Redis lost
+        the existence index, Postgres is asked first (as in :meth:`view`).
+        """
+        outcome, counts, row = self.bump_and_read(name, row_id, columns)
+        if outcome is Outcome.MISSING:
+            return None
+        if outcome is Outcome.NOT_LOADED:
+            if not self._add_if_exists(name, row_id, 1):
+                return None
+            table = self.registry.get(name).table
+            _, found, rows = self.live.read(table, [row_id], columns=columns)
+            counts, row = found.get(row_id), rows.get(row_id)
+        if row is None or counts is None:  # deleted meanwhile: its view is dropped at flush
+            return None
+        return counts, row
+
+    # -- flushing and reconciling ------------------------------------------------
+
+    def dirty_shards(self) -> list[int]:
+        """Shards holding deltas that Postgres does not have yet (one round trip)."""
+        return self.buffer.dirty_shards()
+
     def flush_shard(self, shard: int) -> ShardFlush | None:
+        """Claim and apply one shard's batch, without its flush lock (tests, tools)."""
         return self.flusher.flush_shard(shard)
 
     def flush_all(self) -> FlushSummary:
-        """Flush every dirty shard and add the outcome to the shared stats.
-
-        On failure the error (with ``.summary``) is raised after the stats are kept.
-        """
+        """Flush every dirty shard (see :meth:`flush_shards`)."""
         return self._recorded(self.flusher.flush_all)
 
     def flush_shards(self, shards: Iterable[int]) -> FlushSummary:
-        """Flush a group of shards (one worker's share of a fanned-out flush), recorded
-        in the shared stats like :meth:`flush_all`."""
+        """Flush a group of shards, each under its flush lock (a shard another flush
+        holds is ``skipped``), exactly once. The outcome goes into the shared stats and
+        one log line; on failure the error (with ``.summary``) is raised after that."""
         return self._recorded(lambda: self.flusher.flush_shards(shards))
 
     def _recorded(self, flush) -> FlushSummary:
         try:
             summary = flush()
         except CounterError as exc:
-            if getattr(exc, "summary", None) is not None:
-                self._keep(self.stats.record_flush, exc.summary)
+            partial = getattr(exc, "summary", None)
+            if partial is not None:
+                self._keep(self.stats.record_flush, partial)
+            self._log_flush(partial.as_dict() if partial is not None else {"errors": [str(exc)]})
             raise
         self._keep(self.stats.record_flush, summary)
+        self._log_flush(summary.as_dict())
         return summary
+
+    def _log_flush(self, record: dict) -> None:
+        # one line per flush; idle flushes (every couple of seconds) only at DEBUG
+        busy = record.get("flushed") or record.get("errors")
+        line = json.dumps({"event": "flush", "scope": self.scope, **record})
+        log.log(logging.INFO if busy else logging.DEBUG, "%s", line)
 
     def reconcile(
         self, names: Iterable[str] | None = None, ids: Sequence[int] | None = None
     ) -> ReconcileResult:
-        """Recount and correct drift (see engine.reconcile); kept in the shared stats."""
+        """Recount ``names`` (default: every counter with a recount query) for ``ids``
+        (default: every row) and correct the drift (see engine.reconcile); kept in the
+        shared stats and logged as one line."""
+        started = time.perf_counter()
+        names = list(names) if names is not None else None
         result = self.reconciler.reconcile(names, ids)
         self._keep(self.stats.record_reconcile, result)
-        record = {"event": "counter_reconcile", "scope": self.keys.prefix}
-        log.info("%s", json.dumps({**record, **result.as_dict(limit=20)}))
+        record = {
+            "event": "counter_reconcile",
+            "scope": self.scope,
+            "counters": names,  # None: every counter
+            "rows": None if ids is None else len(ids),  # None: every row
+            "duration_s": round(time.perf_counter() - started, 6),
+            **result.as_dict(limit=20),
+        }
+        log.info("%s", json.dumps(record))
         return result
 
     @staticmethod
@@ -144,5 +286,44 @@ class Counters:
         except BufferUnavailable as exc:
             log.warning("could not record counter stats: %s", exc)
 
+    # -- observing --------------------------------------------------------------
+
     def backlog(self) -> list[dict]:
+        """Per shard: pending and inflight counters, inflight seq, oldest delta (ms)."""
         return self.buffer.backlog()
+
+    def buffer_memory(self) -> list[dict]:
+        """Per shard: ``bytes`` (MEMORY USAGE), ``encoding`` and ``fields`` of the pending
+        hash; what the buffer costs Redis (one round trip)."""
+        with redis_errors("buffer memory"):
+            pipe = self.buffer.redis.pipeline(transaction=False)
+            for s in range(self.shards):
+                key = self.keys.pending(s)
+                pipe.memory_usage(key, samples=0)
+                pipe.object("encoding", key)
+                pipe.hlen(key)
+            raw = pipe.execute()
+        out = []
+        for s in range(self.shards):
+            usage, encoding, fields = raw[3 * s : 3 * s + 3]
+            encoding = encoding.decode() if isinstance(encoding, bytes) else encoding
+            out.append({"shard": s, "bytes": usage or 0, "encoding": encoding, "fields": fields})
+        return out
+
+    def report(self) -> dict:
+        """Backlog, last flush and reconcile, running totals and increments accepted, as
+        every process sees them (engine.report)."""
+        return report.build(self.registry, self.backlog(), self.stats.snapshot(), time.time())
+
+    def shared_stats(self) -> dict:
+        """The raw shared totals (engine.stats.Stats.snapshot): what metrics export."""
+        return self.stats.snapshot()
+
+    def ping(self) -> None:
+        """Raise BufferUnavailable unless Redis answers."""
+        with redis_errors("ping"):
+            self.buffer.redis.ping()
+
+    def close(self) -> None:
+        """Close the Redis client's connections (the SQL engine is the caller's)."""
+        self.buffer.redis.close()

@@ -25,6 +25,10 @@ class StoreUnavailable(CounterError):
     """Postgres (the counter store) could not be reached or a statement failed."""
 
 
+class TargetMissing(CounterError):
+    """The row a counted write points at (a liked post, a commented article) is gone."""
+
+
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
     """Re-raise any redis-py error (a whole cluster down included) as BufferUnavailable."""

@@ -73,6 +73,8 @@ Hook = Callable[[str, int], None]  # (stage, shard): claimed, numbered, applied,
 
 @dataclass
 class ShardFlush:
+    """What one shard's batch did; ``as_dict()`` is its log record."""
+
     shard: int
     seq: int
     counters: int = 0
@@ -85,39 +87,72 @@ class ShardFlush:
     duration_s: float = 0.0
     missing: list[tuple[str, int]] = field(default_factory=list)
 
+    def as_dict(self) -> dict:
+        """JSON-ready, without the list of missing rows."""
+        record = {k: v for k, v in self.__dict__.items() if k != "missing"}
+        record["duration_s"] = round(self.duration_s, 6)
+        return record
+
 
 @dataclass
 class FlushSummary:
+    """What one flush call did. ``as_dict()`` is THE flush record: the admin API and
+    the CLI print it, the flush log line carries it, the shared stats keep it as the
+    last flush, and ``totals()`` (derived from the same shards) feeds the running
+    totals behind the metrics."""
+
     shards: list[ShardFlush] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # shards another flush was busy with
     duration_s: float = 0.0
 
     @property
+    def applied(self) -> list[ShardFlush]:
+        return [s for s in self.shards if not s.already_applied]
+
+    @property
     def counters(self) -> int:
-        return sum(s.counters for s in self.shards if not s.already_applied)
+        return sum(s.counters for s in self.applied)
+
+    def totals(self) -> dict[str, int]:
+        """Increments of the running totals (see engine.stats.TOTALS) for this flush."""
+        applied = self.applied
+        return {
+            "flushes": 1,
+            "batches": len(applied),
+            "batches_already_applied": len(self.shards) - len(applied),
+            "claims_resumed": sum(1 for s in self.shards if s.resumed),
+            "counters_applied": self.counters,
+            "rows_missing": sum(s.rows_missing for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in applied),
+            "flush_errors": len(self.errors),
+        }
 
     def as_dict(self) -> dict:
-        applied = [s for s in self.shards if not s.already_applied]
+        applied = self.applied
         return {
             "flushed": self.counters,
             "batches": len(applied),
             "rows": sum(s.rows for s in applied),
             "rows_missing": sum(s.rows_missing for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in applied),
             "resumed": sum(1 for s in self.shards if s.resumed),
-            "already_applied": sum(1 for s in self.shards if s.already_applied),
+            "already_applied": len(self.shards) - len(applied),
             "max_lag_s": max((s.lag_s for s in self.shards if s.lag_s is not None), default=0.0),
             "duration_s": round(self.duration_s, 6),
             "errors": self.errors,
             "skipped": self.skipped,
+            "shard_batches": [
+                {
+                    "shard": s.shard,
+                    "seq": s.seq,
+                    "counters": s.counters,
+                    "resumed": s.resumed,
+                    "already_applied": s.already_applied,
+                }
+                for s in self.shards
+            ],
         }
-
-
-def batch_record(result: ShardFlush) -> dict:
-    """A shard flush as one flat, JSON-ready record (without the missing-row list)."""
-    record = {k: v for k, v in result.__dict__.items() if k != "missing"}
-    record["duration_s"] = round(result.duration_s, 6)
-    return record
 
 
 @functools.lru_cache(maxsize=256)
@@ -254,7 +289,7 @@ class Flusher:
         result.duration_s = time.perf_counter() - started
         log.info(
             "%s",
-            json.dumps({"event": "counter_flush", "scope": self.scope, **batch_record(result)}),
+            json.dumps({"event": "counter_flush", "scope": self.scope, **result.as_dict()}),
         )
         if result.rows_missing:
             log.warning(

@@ -11,6 +11,7 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
+    {ctr}:rebuilding:posts str lock of the posts existence-index rebuild (TTL)
 """
 
 from __future__ import annotations
@@ -18,25 +19,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OLDEST_FIELD = "_t"  # pending-hash field holding the ms timestamp of its oldest delta
+DEFAULT_SHARDS = 16
+DEFAULT_SCOPE = "ctr"
 
 
 @dataclass(frozen=True)
 class Keys:
-    prefix: str = "ctr"
-    shards: int = 16
+    """The keys of one scope (a site's counters: its keys and its ledger rows)."""
+
+    scope: str = DEFAULT_SCOPE
+    shards: int = DEFAULT_SHARDS
 
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise ValueError("shards must be >= 1")
-        if not self.prefix or any(ch in self.prefix for ch in "{}: "):
-            raise ValueError(f"bad key prefix {self.prefix!r}")
+        if not self.scope or any(ch in self.scope for ch in "{}: "):
+            raise ValueError(f"bad scope {self.scope!r}: no braces, colons or spaces")
 
     def shard_of(self, row_id: int) -> int:
         """The shard of a row; every counter of one row lives on the same shard."""
         return row_id % self.shards
 
     def _tag(self, shard: int) -> str:
-        return f"{{{self.prefix}:{shard}}}"
+        return f"{{{self.scope}:{shard}}}"
 
     def pending(self, shard: int) -> str:
         return f"{self._tag(shard)}:pending"
@@ -64,7 +69,11 @@ class Keys:
         return [self.pending(shard), self.inflight(shard), self.batch(shard), self.seq(shard)]
 
     def stats(self) -> str:
-        return f"{{{self.prefix}}}:stats"
+        return f"{{{self.scope}}}:stats"
+
+    def rebuilding(self, table: str) -> str:
+        """Lock (token, TTL) of one table's existence-index rebuild."""
+        return f"{{{self.scope}}}:rebuilding:{table}"
 
     def exists_offset(self, row_id: int) -> int:
         """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'."""

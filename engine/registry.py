@@ -21,12 +21,20 @@ class Counter:
     ``recount`` is an SQL query taking ``:ids`` (a ``bigint[]``) and returning rows
     ``(id, value)``; ids it does not return count as 0. ``None`` means the counter
     has no exact source (views) and reconcile leaves it alone.
+    ``indexed``: its table gets an existence index in Redis, so that ``Counters.view``
+    refuses ids that do not exist without asking Postgres. Default: counters without a
+    recount (events such as views, whose only guard against bad ids is that index).
     """
 
     table: str
     column: str
     code: str
     recount: str | None = None
+    indexed: bool | None = None
+
+    @property
+    def checks_existence(self) -> bool:
+        return self.recount is None if self.indexed is None else self.indexed
 
     @property
     def name(self) -> str:
@@ -69,6 +77,16 @@ class Registry:
 
     def tables(self) -> list[str]:
         return sorted({c.table for c in self})
+
+    def indexed_tables(self) -> list[str]:
+        """Tables that get an existence index (see ``Counter.indexed``)."""
+        return sorted({c.table for c in self if c.checks_existence})
+
+    def checked_table(self, table: str) -> str:
+        """``table`` if some counter lives in it (safe to put in SQL), else UnknownCounter."""
+        if not any(c.table == table for c in self):
+            raise UnknownCounter(table)
+        return table
 
     def of_table(self, table: str) -> list[Counter]:
         return [c for c in self if c.table == table]

@@ -1,33 +1,59 @@
-"""The engine's own Postgres objects: the per-shard ledger and the batch sequence.
+"""The engine's own Postgres objects, as numbered, frozen steps of plain SQL.
 
-``counter_shards`` keeps, per key prefix and shard, the seq of the last batch applied.
-Batch seqs come from ``counter_batch_seq``, so they never repeat, even after Redis
-loses its data; a batch whose seq is not above ``applied_seq`` is already in Postgres.
-The ledger is one row per shard, so it never needs pruning.
+``engine/sql/NNNN_name.sql`` holds each step; a released step is never edited (its
+checksum is pinned in ``STEPS``, and a test fails if the file changes), a change is a
+new step. Sites apply them with their own migrations: copy the SQL into a migration
+(``flask counters schema-sql`` prints it), or call ``engine.alembic.upgrade(op, step)``
+from one; or, without migrations, :func:`create` runs every step (idempotent).
+
+Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
+applied; batch seqs come from ``counter_batch_seq``, so they never repeat, even after
+Redis loses its data. The ledger is one row per shard, so it never needs pruning.
 """
 
 from __future__ import annotations
+
+import hashlib
+from importlib import resources
 
 import sqlalchemy as sa
 
 from .errors import sql_errors
 
-DDL = [
-    "CREATE SEQUENCE IF NOT EXISTS counter_batch_seq AS bigint",
-    """CREATE TABLE IF NOT EXISTS counter_shards (
-        scope text NOT NULL,
-        shard integer NOT NULL,
-        applied_seq bigint NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (scope, shard)
-    )""",
-]
+# step -> sha256 of its file, pinned when the step was released
+STEPS = {
+    "0001_ledger": "40638bffcf5fd0e151ed5e30f57abae292c569877151128ccdf0721c4c331b50",
+}
 
 DROP = ["DROP TABLE IF EXISTS counter_shards", "DROP SEQUENCE IF EXISTS counter_batch_seq"]
 
 
+def step_sql(step: str) -> str:
+    """The SQL of one step, as released."""
+    if step not in STEPS:
+        raise KeyError(f"unknown schema step {step!r}; known: {', '.join(STEPS)}")
+    return resources.files(__package__).joinpath("sql", f"{step}.sql").read_text()
+
+
+def checksum(step: str) -> str:
+    return hashlib.sha256(step_sql(step).encode()).hexdigest()
+
+
+def statements(step: str) -> list[str]:
+    """The step's statements, one per item (comments dropped), for drivers that take one
+    statement at a time."""
+    lines = [ln for ln in step_sql(step).splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def all_sql() -> str:
+    """Every step, in order: the plain-SQL form of the schema."""
+    return "\n".join(step_sql(step) for step in STEPS)
+
+
 def create(sql: sa.Engine) -> None:
-    """Create the ledger objects if missing (migrations run the same DDL)."""
+    """Run every step (each is idempotent), in one transaction."""
     with sql_errors("create schema"), sql.begin() as conn:
-        for stmt in DDL:
-            conn.execute(sa.text(stmt))
+        for step in STEPS:
+            for stmt in statements(step):
+                conn.execute(sa.text(stmt))

@@ -35,18 +35,8 @@ class Stats:
         self.keys = keys
 
     def record_flush(self, summary) -> None:
-        """Add one flush_all() summary to the totals and keep it as the last flush."""
-        applied = [s for s in summary.shards if not s.already_applied]
-        incr = {
-            "flushes": 1,
-            "batches": len(applied),
-            "batches_already_applied": len(summary.shards) - len(applied),
-            "claims_resumed": sum(1 for s in summary.shards if s.resumed),
-            "counters_applied": sum(s.counters for s in applied),
-            "rows_missing": sum(s.rows_missing for s in applied),
-            "deltas_dropped": sum(s.deltas_dropped for s in applied),
-            "flush_errors": len(summary.errors),
-        }
+        """Add one flush's totals to the running ones and keep its record as the last."""
+        incr = summary.totals()
         last = {"at_ms": now_ms(), **summary.as_dict()}
         with redis_errors("record flush stats"):
             pipe = self.redis.pipeline(transaction=False)

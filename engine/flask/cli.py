@@ -1,43 +1,52 @@
-"""``flask --app app counters flush|reconcile|stats|schedule``, ``users create NAME``,
-``seed-demo``."""
+"""``flask counters flush|reconcile|stats|schedule``: the engine's commands, added to
+every app that runs ``FlaskCounters.init_app``. ``schedule`` needs the Celery app in
+``app.extensions["celery"]`` (where Flask's ``celery_init_app`` pattern puts it)."""
 
 from __future__ import annotations
 
 import json
 
 import click
-import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import content, maintenance, schedules
-from .extensions import db
-from .kinds import ARTICLES, POSTS
-from .models import Post
-from .users import UsernameTaken, create_user, reissue_token, valid_username
+from .. import intervals
 
 counters_cli = AppGroup("counters", help="Flush, reconcile and inspect the counters.")
-users_cli = AppGroup("users", help="Manage users.")
-
-DEMO_USERS = ("alice", "bob", "carol")
-DEMO_POSTS = 3
-DEMO_ARTICLES = 2
 
 
 def _print(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _counters():
+    return current_app.extensions["counters"].counters
+
+
+def _schedule():
+    from ..celery import schedule  # the [celery] extra
+
+    return schedule
+
+
+def _celery():
+    celery = current_app.extensions.get("celery")
+    if celery is None:
+        raise click.ClickException('no Celery app in app.extensions["celery"]')
+    return celery
+
+
 @counters_cli.command("flush")
 def flush_command():
     """Apply every pending delta to Postgres now."""
-    _print(maintenance.flush())
+    _counters().ensure_index()
+    _print(_counters().flush_all().as_dict())
 
 
 @counters_cli.command("reconcile")
 def reconcile_command():
     """Recount every counter from its source rows and fix the drift."""
-    _print(maintenance.reconcile())
+    _print(_counters().reconcile().as_dict())
 
 
 def _seconds(value: float | None) -> str:
@@ -53,7 +62,7 @@ def _last(what: str, last: dict | None, details: str) -> str:
 
 
 def stats_text(stats: dict) -> str:
-    """``maintenance.stats()`` for a terminal."""
+    """``Counters.report()`` for a terminal."""
     lines = [
         f"pending counters: {stats['pending']} (inflight {stats['inflight']}), "
         + (
@@ -91,7 +100,7 @@ def stats_text(stats: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def stats_command(as_json: bool):
     """Backlog per shard, the last flush and reconcile, the running totals."""
-    stats = maintenance.stats()
+    stats = _counters().report()
     if as_json:
         _print(stats)
     else:
@@ -116,7 +125,7 @@ def schedule_text(schedule: dict) -> str:
 
 
 def _show_schedule(as_json: bool) -> None:
-    schedule = schedules.describe(current_app.extensions["celery"], current_app.config)
+    schedule = _schedule().describe(_celery(), current_app.config)
     if as_json:
         _print(schedule)
     else:
@@ -134,65 +143,31 @@ def schedule_cli(ctx: click.Context, as_json: bool):
 
 
 @schedule_cli.command("set")
-@click.argument("kind", type=click.Choice(list(schedules.KINDS)))
+@click.argument("kind", type=click.Choice(list(intervals.KINDS)))
 @click.argument("seconds", type=float)
 def schedule_set_command(kind: str, seconds: float):
     """Run flush or reconcile every SECONDS from now on; a running beat follows, and the
     interval survives a beat restart."""
     try:
-        schedules.set_interval(current_app.extensions["celery"], kind, seconds)
-    except schedules.BadInterval as exc:
+        _schedule().set_interval(_celery(), kind, seconds)
+    except intervals.BadInterval as exc:
         raise click.BadParameter(str(exc), param_hint="SECONDS") from None
     _show_schedule(False)
 
 
 @schedule_cli.command("reset")
-@click.argument("kind", type=click.Choice(list(schedules.KINDS)))
+@click.argument("kind", type=click.Choice(list(intervals.KINDS)))
 def schedule_reset_command(kind: str):
     """Go back to the configured interval (COUNTERS_FLUSH/RECONCILE_INTERVAL)."""
-    schedules.reset_interval(current_app.extensions["celery"], current_app.config, kind)
+    _schedule().reset_interval(_celery(), current_app.config, kind)
     _show_schedule(False)
 
 
-@users_cli.command("create")
-@click.argument("name")
-def create_user_command(name: str):
-    """Create a user and print its token (shown only once)."""
-    if not valid_username(name):
-        raise click.BadParameter("3 to 32 characters of A-Z, a-z, 0-9 and _", param_hint="NAME")
-    try:
-        user_id, token = create_user(name)
-    except UsernameTaken:
-        raise click.ClickException(f"username {name!r} is taken") from None
-    _print({"id": user_id, "username": name, "token": token})
-
-
-@click.command("seed-demo")
+@counters_cli.command("schema-sql")
+@click.option("--step", help="One step (e.g. 0001_ledger) instead of all of them.")
 @with_appcontext
-def seed_demo_command():
-    """Create demo users (or give them new tokens), posts, articles and comments."""
-    users = {}
-    for name in DEMO_USERS:
-        try:
-            user_id, token = create_user(name)
-        except UsernameTaken:
-            user_id, token = reissue_token(name)
-        users[name] = {"id": user_id, "token": token}
-    author = users[DEMO_USERS[0]]["id"]
-    has_posts = db.session.scalar(sa.select(Post.id).where(Post.author_id == author).limit(1))
-    created = {"posts": [], "articles": []}
-    if has_posts is None:
-        commenter = users[DEMO_USERS[1]]["id"]
-        for kind, n in ((POSTS, DEMO_POSTS), (ARTICLES, DEMO_ARTICLES)):
-            for i in range(1, n + 1):
-                title = f"Demo {kind.target_type} {i}"
-                row = content.create(kind, author, title, f"Body of {title.lower()}.")
-                content.add_comment(kind, row.id, commenter, f"Nice {kind.target_type}!")
-                created[kind.table].append(row.id)
-    _print({"users": users, **created})
+def schema_sql_command(step: str | None):
+    """Print the engine's schema steps as plain SQL, to paste into a migration."""
+    from .. import schema
 
-
-def register_cli(app: Flask) -> None:
-    app.cli.add_command(counters_cli)
-    app.cli.add_command(users_cli)
-    app.cli.add_command(seed_demo_command)
+    click.echo(schema.step_sql(step) if step else schema.all_sql())

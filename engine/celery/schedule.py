@@ -1,4 +1,4 @@
-"""Runtime intervals of the RedBeat entries that flush and reconcile the counters.
+"""The RedBeat entries that flush and reconcile the counters, and their runtime intervals.
 
 RedBeat keeps each beat entry in Redis (``<prefix><name>``, a ``definition`` and a
 ``meta`` field, plus its next run time in the ``<prefix>:schedule`` sorted set). A
@@ -6,13 +6,12 @@ running beat re-reads due entries from there at every tick (at most
 ``beat_max_loop_interval`` apart), so an entry saved with a new interval is picked up
 without a restart. A beat that starts re-saves its static ``beat_schedule`` over the
 entries, so an interval set at runtime is also kept in the hash
-``<prefix>:counters-intervals``, which ``celery_utils`` reads when Celery is configured.
+``<prefix>:counters-intervals``, read when Celery is configured (:func:`follow_stored`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
@@ -21,35 +20,42 @@ from celery import Celery
 from celery.schedules import schedule as every
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 
+from ..intervals import KINDS, BadInterval, validate
+
 log = logging.getLogger(__name__)
 
-FLUSH_ENTRY = "flush-counters"
-RECONCILE_ENTRY = "reconcile-counters"
-# kind -> (entry name, config key of its static interval)
-KINDS = {
-    "flush": (FLUSH_ENTRY, "COUNTERS_FLUSH_INTERVAL"),
-    "reconcile": (RECONCILE_ENTRY, "COUNTERS_RECONCILE_INTERVAL"),
-}
-# Accepted intervals (s): below them beat and the database would only churn; above,
-# the backlog (flush) or the drift (reconcile) would go unattended for too long.
-BOUNDS_S = {"flush": (0.5, 86_400.0), "reconcile": (10.0, 30 * 86_400.0)}
+FLUSH_TASK = "counters.flush"
+RECONCILE_TASK = "counters.reconcile"
 INTERVALS_KEY_SUFFIX = ":counters-intervals"
 READ_TIMEOUT_S = 2.0
 
 
-class BadInterval(ValueError):
-    """An interval that is not a number of seconds within ``BOUNDS_S``."""
+def beat_schedule(config: Mapping, stored: Mapping[str, float] | None = None) -> dict:
+    """The flush and reconcile entries at ``config``'s intervals (COUNTERS_FLUSH_INTERVAL,
+    COUNTERS_RECONCILE_INTERVAL); ``stored`` intervals (set at runtime) win. A run that
+    waited a whole interval expires: the next one supersedes it."""
+    stored = stored or {}
+    entries = {}
+    for kind, task in (("flush", FLUSH_TASK), ("reconcile", RECONCILE_TASK)):
+        name, key = KINDS[kind]
+        seconds = stored.get(kind, config[key])
+        entries[name] = {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+    return entries
 
 
-def validate(kind: str, seconds) -> float:
-    """``seconds`` as a float, or BadInterval saying what is accepted."""
-    if kind not in KINDS:
-        raise BadInterval(f"unknown schedule {kind!r}: use one of {', '.join(KINDS)}")
-    low, high = BOUNDS_S[kind]
-    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-    if not ok or not math.isfinite(seconds) or not low <= seconds <= high:
-        raise BadInterval(f"{kind} interval must be a number of seconds from {low:g} to {high:g}")
-    return float(seconds)
+def configure_beat(config: Mapping):
+    """A handler of ``Celery.on_after_configure`` that adds the flush and reconcile
+    entries to the beat schedule, at the intervals set at runtime if any (an entry the
+    site's own schedule has under the same name wins). Celery loads its config lazily (a
+    beat starting, a worker, a web process sending its first task), and only then is
+    Redis asked; a beat re-saves the schedule at its start, so runtime intervals
+    survive its restart."""
+
+    def handler(sender: Celery, source, **kwargs) -> None:
+        entries = beat_schedule(config, read_stored(sender))
+        source.beat_schedule = {**entries, **(source.beat_schedule or {})}
+
+    return handler
 
 
 def intervals_key(celery: Celery) -> str:

@@ -1,9 +1,10 @@
 """Coalesced view beacons: an opt-in mode, off by default (``COUNTERS_COALESCE_MS``).
 
-With the mode on, ``POST /api/<kind>/<id>/view`` makes no Redis round trip in the
-common case. The view is added to a tally in the web process and answered 204, and a
-background thread sends the tally every ``COUNTERS_COALESCE_MS`` milliseconds as one
-pipelined round trip of existence-checked increments.
+With the mode on, a view (``FlaskCounters.view``, say ``POST /api/posts/<id>/view``)
+makes no Redis round trip in the common case. The view is added to a tally in the web
+process and answered 204, and a background thread sends the tally every
+``COUNTERS_COALESCE_MS`` milliseconds as one pipelined round trip of existence-checked
+increments.
 
 What it costs, and why it is off by default:
 
@@ -35,10 +36,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import nullcontext
 
-from engine import CounterError, Outcome
+from .buffer import Outcome
+from .errors import CounterError
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +50,19 @@ Key = tuple[str, int]  # (counter name, row id)
 
 
 class ViewCoalescer:
-    """Per-process tally of views, pushed by one daemon thread started after fork.
+    """Per-process tally of views of ``counters`` (an ``engine.Counters``), pushed by one
+    daemon thread started after fork.
 
-    ``count_sync(name, table, id)`` is the normal path (one round trip, existence
-    checked; False when the row does not exist). ``resolve(name, table, id, n)`` adds
-    the views of a row whose existence index Redis has lost, at push time (it asks
-    Postgres; False when the row is gone). ``app_context`` wraps each push (the Flask
-    app's, in the app).
+    The first view of a row takes ``Counters.view`` (one round trip, existence checked;
+    False when the row does not exist). At push time, the views of a row whose existence
+    index Redis has lost are added by ``Counters.view`` too, which asks Postgres.
     """
 
-    def __init__(
-        self,
-        counters,
-        interval_s: float,
-        count_sync: Callable[[str, str, int], bool],
-        resolve: Callable[[str, str, int, int], bool],
-        app_context: Callable = None,
-        known_ttl_s: float = KNOWN_TTL_S,
-    ) -> None:
+    def __init__(self, counters, interval_s: float, known_ttl_s: float = KNOWN_TTL_S) -> None:
         if interval_s <= 0:
             raise ValueError("the coalescing interval must be positive")
         self.counters = counters
         self.interval_s = interval_s
-        self.count_sync = count_sync
-        self.resolve = resolve
-        self.app_context = app_context
         self.known_ttl_s = known_ttl_s
         self.lock = threading.Lock()
         self.push_lock = threading.Lock()  # one push at a time (timer or shutdown)
@@ -101,7 +89,7 @@ class ViewCoalescer:
             if self.healthy and self.known.get((table, row_id), 0.0) > now:
                 self.tally[(name, row_id)] += 1
                 return True
-        if not self.count_sync(name, table, row_id):
+        if not self.counters.view(name, row_id):
             return False
         with self.lock:
             if len(self.known) < KNOWN_MAX:
@@ -139,8 +127,7 @@ class ViewCoalescer:
                 return 0
             items = [(name, row_id, n) for (name, row_id), n in tally.items()]
             try:
-                with self._context():
-                    outcomes = self.counters.incr_checked(items)
+                outcomes = self.counters.incr_checked(items)
             except CounterError as exc:
                 with self.lock:
                     self.tally.update(tally)
@@ -163,23 +150,19 @@ class ViewCoalescer:
         """Rows the push found gone, and views to send again: those of rows whose
         existence index Redis lost and that could not be resolved now."""
         gone, retry = [], Counter()
-        with self._context():
-            for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
-                if outcome is Outcome.MISSING:
-                    gone.append((name, row_id, n))
-                elif outcome is Outcome.NOT_LOADED:
-                    try:
-                        if not self.resolve(name, self._table(name), row_id, n):
-                            gone.append((name, row_id, n))
-                    except Exception:  # Postgres or Redis down: nothing was added
-                        log.warning(
-                            "views of %s %d kept for the next push", name, row_id, exc_info=True
-                        )
-                        retry[(name, row_id)] += n
+        for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
+            if outcome is Outcome.MISSING:
+                gone.append((name, row_id, n))
+            elif outcome is Outcome.NOT_LOADED:
+                try:
+                    if not self.counters.view(name, row_id, n):
+                        gone.append((name, row_id, n))
+                except CounterError:  # Postgres or Redis down: nothing was added
+                    log.warning(
+                        "views of %s %d kept for the next push", name, row_id, exc_info=True
+                    )
+                    retry[(name, row_id)] += n
         return gone, retry
-
-    def _context(self):
-        return self.app_context() if self.app_context is not None else nullcontext()
 
     def close(self) -> None:
         """Stop the thread and push what is left (graceful shutdown; also at exit)."""

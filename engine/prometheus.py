@@ -1,4 +1,5 @@
-"""Prometheus metrics of the counter engine, read from Redis at scrape time.
+"""Prometheus metrics of the counter engine, read from Redis at scrape time
+(``pip install 'counter-engine[prometheus]'``).
 
 The engine keeps its totals (flushes, batches, reconciles, increments accepted, the
 flush-duration histogram) in Redis, not in process memory: a scrape of any gunicorn
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,7 +22,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from engine import CounterError, Counters, Registry
+from .counters import Counters
+from .errors import CounterError
+from .report import counter_name
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +69,15 @@ TOTALS = (
 )
 
 
-def counter_name(registry: Registry, code: str) -> str:
-    """``table.column`` of a counter code, as the registry knows it."""
-    counter = registry.by_code(code)
-    return counter.name if counter is not None else f"unknown:{code}"
-
-
 def _bucket_bound(bound) -> str:
     return "+Inf" if bound == "inf" else repr(float(bound))
 
 
-class EngineCollector:
-    """A custom collector: every metric is built from ``Counters.stats.snapshot()`` and
-    ``Counters.backlog()`` at collect time; without Redis only ``counter_buffer_up 0``."""
+class CountersCollector:
+    """A custom collector: every metric is built from ``Counters.shared_stats()`` and
+    ``Counters.backlog()`` at collect time; without Redis only ``counter_buffer_up 0``.
+
+    Register it on any ``prometheus_client`` registry, or serve :func:`exposition`."""
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
@@ -87,7 +87,7 @@ class EngineCollector:
             "counter_buffer_up", "1 when the counter buffer (Redis) answered this scrape."
         )
         try:
-            snap = self.counters.stats.snapshot()
+            snap = self.counters.shared_stats()
             backlog = self.counters.backlog()
         except CounterError as exc:
             log.warning("metrics: counter buffer unavailable: %s", exc)
@@ -165,5 +165,5 @@ def exposition(counters: Counters) -> bytes:
     differ from one gunicorn worker to the next, while these never do.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(counters))
+    registry.register(CountersCollector(counters))
     return generate_latest(registry)

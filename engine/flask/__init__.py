@@ -1,0 +1,170 @@
+"""Flask extension of the engine (``pip install 'counter-engine[flask]'``).
+
+    counters = FlaskCounters(registry)          # module level, no app needed
+
+    def create_app():
+        app = Flask(__name__)
+        db.init_app(app)                        # Flask-SQLAlchemy, or pass sql=engine
+        counters.init_app(app)
+        ...
+
+``init_app`` ``setdefault``s every ``COUNTERS_*`` setting (engine.settings), builds the
+app's ``engine.Counters`` (stored in ``app.extensions["counters"]``), adds the
+``flask counters …`` commands and answers ``BufferUnavailable``/``StoreUnavailable``
+with a JSON 503. In a request, CLI command or ``FlaskTask``, ``counters.view(...)``,
+``counters.read(...)`` and every other ``engine.Counters`` method act on the current
+app's instance. Several apps may share one ``FlaskCounters``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import Flask, current_app, jsonify
+
+from .. import settings
+from ..clients import redis_client
+from ..coalesce import ViewCoalescer
+from ..counters import Counters
+from ..errors import BufferUnavailable, StoreUnavailable
+from ..registry import Registry
+
+EXTENSION = "counters"
+
+
+@dataclass
+class State:
+    """What ``init_app`` keeps in ``app.extensions["counters"]``."""
+
+    counters: Counters
+    coalescer: ViewCoalescer | None = None
+
+    def close(self) -> None:
+        if self.coalescer is not None:
+            self.coalescer.close()  # pushes what it still holds
+        self.counters.close()
+
+
+def unavailable(exc: Exception):
+    """The 503 answer to a backend outage: ``{"error": "unavailable", "message"}``."""
+    current_app.logger.warning("counter backend unavailable: %s", exc)
+    response = jsonify(error="unavailable", message="a backing service is unavailable, retry later")
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+class FlaskCounters:
+    def __init__(
+        self,
+        registry: Registry,
+        app: Flask | None = None,
+        *,
+        sql: sa.Engine | Callable[[], sa.Engine] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.sql = sql
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        sql: sa.Engine | Callable[[], sa.Engine] | None = None,
+        redis=None,
+        error_handlers: bool = True,
+    ) -> None:
+        """Bind the engine to ``app``.
+
+        ``sql`` is a SQLAlchemy engine, or a function returning one, called in the app
+        context (default: Flask-SQLAlchemy's ``db.engine``). ``redis`` is the counter
+        client (default: built from COUNTERS_REDIS_URL, else REDIS_URL, by
+        ``engine.clients.redis_client``, with COUNTERS_REDIS_CLUSTER).
+        """
+        for key, value in settings.defaults().items():
+            app.config.setdefault(key, value)
+        settings.validate(app.config)
+        with app.app_context():
+            engine = self._sql_engine(sql if sql is not None else self.sql)
+        if redis is None:
+            url = app.config["COUNTERS_REDIS_URL"] or app.config.get("REDIS_URL")
+            if not url:
+                raise RuntimeError("set COUNTERS_REDIS_URL (or REDIS_URL) for the counters")
+            redis = redis_client(url, cluster=app.config["COUNTERS_REDIS_CLUSTER"])
+        counters = Counters(
+            redis,
+            engine,
+            self.registry,
+            shards=app.config["COUNTERS_SHARDS"],
+            scope=app.config["COUNTERS_SCOPE"],
+            flush_threads=app.config["COUNTERS_FLUSH_THREADS"],
+        )
+        coalescer = None
+        if app.config["COUNTERS_COALESCE_MS"] > 0:
+            coalescer = ViewCoalescer(counters, app.config["COUNTERS_COALESCE_MS"] / 1000)
+        app.extensions[EXTENSION] = State(counters, coalescer)
+        from .cli import counters_cli
+
+        app.cli.add_command(counters_cli)
+        if error_handlers:
+            for exc in (BufferUnavailable, StoreUnavailable):
+                app.register_error_handler(exc, unavailable)
+
+    @staticmethod
+    def _sql_engine(sql) -> sa.Engine:
+        if isinstance(sql, sa.Engine):
+            return sql
+        if sql is not None:
+            return sql()
+        ext = current_app.extensions.get("sqlalchemy")
+        if ext is None:
+            raise RuntimeError("pass sql= (an engine) or init Flask-SQLAlchemy before counters")
+        return ext.engine
+
+    # -- the current app's engine ---------------------------------------------------
+
+    @staticmethod
+    def state(app: Flask | None = None) -> State:
+        return (app or current_app).extensions[EXTENSION]
+
+    def get(self, app: Flask | None = None) -> Counters:
+        """The ``engine.Counters`` of ``app`` (default: the current app)."""
+        return self.state(app).counters
+
+    def view(self, name: str, row_id: int) -> bool:
+        """Count one view of an existing row (``Counters.view``); with
+        COUNTERS_COALESCE_MS set, tallied in this process and pushed in batches."""
+        state = self.state()
+        if state.coalescer is not None:
+            return state.coalescer.count(name, row_id)
+        return state.counters.view(name, row_id)
+
+    def counted_write(self, name, target_id, statement, delta, session=None):
+        """``Counters.counted_write`` in ``session`` (default: Flask-SQLAlchemy's)."""
+        if session is None:
+            session = current_app.extensions["sqlalchemy"].session
+        return self.get().counted_write(session, name, target_id, statement, delta)
+
+    def __getattr__(self, name: str):
+        # every other public Counters method, on the current app's instance
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    # -- optional pieces --------------------------------------------------------------
+
+    def admin_blueprint(self, auth: Callable | None = None, **options):
+        """Flush, reconcile, stats and schedule endpoints (engine.flask.admin); ``auth``
+        decorates every view (say, an admin-token check). Register it with a prefix."""
+        from .admin import admin_blueprint
+
+        return admin_blueprint(auth, **options)
+
+    def metrics_view(self):
+        """A view function serving the Prometheus text of the current app's engine."""
+        from ..prometheus import CONTENT_TYPE, exposition
+
+        return current_app.response_class(exposition(self.get()), content_type=CONTENT_TYPE)

@@ -1,0 +1,117 @@
+"""Every ``COUNTERS_*`` setting: its default, how it is parsed, what it means.
+
+This table is the one place they are defined. The Flask extension ``setdefault``s them
+into ``app.config``; :func:`from_environ` reads them from the environment for sites
+(and the Celery side) that configure from variables; :func:`validate` checks a whole
+mapping. Units are in the names' docs: intervals are seconds, ``_MS`` milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .flush import FLUSH_THREADS
+from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+
+
+def parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "COUNTERS_REDIS_URL",
+        None,
+        str,
+        "where the counter buffer lives (None: the site's REDIS_URL)",
+    ),
+    Setting(
+        "COUNTERS_REDIS_CLUSTER",
+        False,
+        parse_bool,
+        "1: COUNTERS_REDIS_URL names a node of a Redis Cluster",
+    ),
+    Setting(
+        "COUNTERS_SHARDS",
+        DEFAULT_SHARDS,
+        int,
+        "shards (Redis hashes, ledger rows) per scope; see docs/operations.md to change it",
+    ),
+    Setting(
+        "COUNTERS_SCOPE",
+        DEFAULT_SCOPE,
+        str,
+        "names this site's Redis keys, ledger rows and RedBeat entries",
+    ),
+    Setting("COUNTERS_FLUSH_INTERVAL", 2.0, float, "s between scheduled flushes"),
+    Setting("COUNTERS_RECONCILE_INTERVAL", 3600.0, float, "s between scheduled exact recounts"),
+    Setting(
+        "COUNTERS_FLUSH_GROUP_SIZE",
+        4,
+        int,
+        "dirty shards per flush_shards task when a flush fans out to several workers",
+    ),
+    Setting(
+        "COUNTERS_FLUSH_THREADS",
+        FLUSH_THREADS,
+        int,
+        "shards one flush applies at once, each on its own database connection",
+    ),
+    Setting(
+        "COUNTERS_COALESCE_MS",
+        0.0,
+        float,
+        "opt-in: tally views in the web process and push them every this many ms "
+        "(a hard kill loses up to one interval); 0 = off",
+    ),
+)
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def defaults() -> dict[str, Any]:
+    return {s.key: s.default for s in SETTINGS}
+
+
+def from_environ(environ: Mapping[str, str], keys=None) -> dict[str, Any]:
+    """The settings (of ``keys``, default all) that ``environ`` sets, parsed; an empty
+    value counts as unset. Raises ValueError naming the variable on a bad value."""
+    out = {}
+    for key in keys if keys is not None else BY_KEY:
+        value = environ.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            out[key] = BY_KEY[key].parse(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} is not a valid value") from None
+    return out
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise ValueError, naming the setting, when a value is out of range."""
+    if config["COUNTERS_SHARDS"] < 1:
+        raise ValueError("COUNTERS_SHARDS must be at least 1")
+    if config["COUNTERS_FLUSH_INTERVAL"] <= 0 or config["COUNTERS_RECONCILE_INTERVAL"] <= 0:
+        raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
+    if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
+        raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
+    if config["COUNTERS_COALESCE_MS"] < 0:
+        raise ValueError("COUNTERS_COALESCE_MS must be 0 (off) or a positive number of ms")
+    if config["COUNTERS_FLUSH_THREADS"] < 1:
+        raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
