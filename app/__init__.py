@@ -10,11 +10,10 @@ from flask import Flask, request
 from flask.helpers import get_load_dotenv
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import config, pageviews
+from . import config
 from .celery_utils import celery_init_app
 from .cli import register_cli
-from .coalesce import ViewCoalescer
-from .counters import build_counters
+from .counters import counters
 from .dbpool import ping_when_idle
 from .errors import register_error_handlers
 from .extensions import db, migrate
@@ -41,9 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     with app.app_context():
         ping_when_idle(db.engine, app.config["DATABASE_PING_IDLE_S"])
-        app.extensions["counters"] = build_counters(app.config, db.engine)
-    if app.config["COUNTERS_COALESCE_MS"] > 0:
-        app.extensions["view_coalescer"] = view_coalescer(app, app.config["COUNTERS_COALESCE_MS"])
+    counters.init_app(app)
 
     register_error_handlers(app)
     app.before_request(_refuse_large_bodies)
@@ -51,17 +48,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_cli(app)
     celery_init_app(app)
     return app
-
-
-def view_coalescer(app: Flask, interval_ms: float) -> ViewCoalescer:
-    """The opt-in coalescing of view beacons (app/coalesce.py), bound to this app."""
-    return ViewCoalescer(
-        app.extensions["counters"],
-        interval_ms / 1000,
-        count_sync=pageviews.count_now,
-        resolve=pageviews.add_if_exists,
-        app_context=app.app_context,
-    )
 
 
 def _refuse_large_bodies():

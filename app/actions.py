@@ -1,7 +1,8 @@
 """Likes, collects and shares: which targets take which actions, and where each is stored.
 
 Posts and articles keep their actions in ``user_actions``; comment likes live in
-``comment_likes`` / ``post_comment_likes``. Every change goes through ``counted_write``.
+``comment_likes`` / ``post_comment_likes``. Every change goes through the engine's
+reconcile-safe ``counted_write``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from .counted import counted_write
+from .counters import counters
 from .kinds import ARTICLES, POSTS, Kind
 from .models import CommentLike, PostCommentLike, UserAction
 
@@ -94,14 +95,15 @@ TARGETS = {
 
 
 def add(target, action: str, user_id: int, target_id: int) -> bool:
-    """Record an action; False when a like or collect was already there. Raises TargetMissing."""
+    """Record an action; False when a like or collect was already there. Raises
+    engine.TargetMissing."""
     statement = target.insert(action, user_id, target_id)
     counter = f"{target.table}.{COLUMN[action]}"
-    return counted_write(target.table, target_id, counter, statement, 1) is not None
+    return counters.counted_write(counter, target_id, statement, 1) is not None
 
 
 def remove(target, action: str, user_id: int, target_id: int) -> bool:
-    """Undo a like or collect; False when there was none. Raises TargetMissing."""
+    """Undo a like or collect; False when there was none. Raises engine.TargetMissing."""
     statement = target.delete(action, user_id, target_id)
     counter = f"{target.table}.{COLUMN[action]}"
-    return counted_write(target.table, target_id, counter, statement, -1) is not None
+    return counters.counted_write(counter, target_id, statement, -1) is not None

@@ -1,14 +1,16 @@
 """Configuration: defaults, then the environment, then ``create_app(test_config)``.
 
-Every key is also an environment variable of the same name. ``DATABASE_URL`` becomes
-``SQLALCHEMY_DATABASE_URI`` (rewritten to the psycopg2 driver); intervals are seconds.
+Every key is also an environment variable of the same name: the site's own keys below,
+and every ``COUNTERS_*`` setting of the engine (``engine.settings``, whose defaults the
+extension fills in). ``DATABASE_URL`` becomes ``SQLALCHEMY_DATABASE_URI`` (rewritten to
+the psycopg2 driver); intervals are seconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine import DEFAULT_SHARDS, FLUSH_THREADS
+from engine import settings as engine_settings
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -19,20 +21,6 @@ DEFAULTS: dict = {
     "DATABASE_URL": DEFAULT_DATABASE_URL,
     "REDIS_URL": DEFAULT_REDIS_URL,
     "ADMIN_TOKEN": None,
-    "COUNTERS_FLUSH_INTERVAL": 2.0,  # s
-    "COUNTERS_RECONCILE_INTERVAL": 3600.0,  # s
-    "COUNTERS_SHARDS": DEFAULT_SHARDS,
-    "COUNTERS_PREFIX": "ctr",
-    "COUNTERS_REDIS_URL": None,  # None: the counters share REDIS_URL
-    "COUNTERS_REDIS_CLUSTER": False,
-    # Shards per ``flush_shards`` task: the scheduled flush sends one task per group of
-    # dirty shards, so that many workers flush at once (see docs/scaling.md).
-    "COUNTERS_FLUSH_GROUP_SIZE": 4,
-    # ms; > 0 turns on the coalescing of view beacons in the web process (app/coalesce.py):
-    # faster, but a hard kill loses up to this long of acknowledged views. Off: 0.
-    "COUNTERS_COALESCE_MS": 0.0,
-    # Shards one flush call applies at once, each on its own database connection.
-    "COUNTERS_FLUSH_THREADS": FLUSH_THREADS,
     "CELERY_TASK_DEFAULT_QUEUE": None,  # None: Celery's own default queue, "celery"
     # A beat wakes at least this often (s), and extends its RedBeat lock each time.
     "CELERY_BEAT_MAX_LOOP_INTERVAL": 5.0,
@@ -48,16 +36,9 @@ DEFAULTS: dict = {
 }
 
 PARSERS = {
-    "COUNTERS_FLUSH_INTERVAL": float,
     "DATABASE_PING_IDLE_S": float,
-    "COUNTERS_RECONCILE_INTERVAL": float,
-    "COUNTERS_SHARDS": int,
-    "COUNTERS_FLUSH_GROUP_SIZE": int,
-    "COUNTERS_FLUSH_THREADS": int,
-    "COUNTERS_COALESCE_MS": float,
     "CELERY_BEAT_MAX_LOOP_INTERVAL": float,
     "CELERY_REDBEAT_LOCK_TIMEOUT": float,
-    "COUNTERS_REDIS_CLUSTER": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
 }
 
 ENV_KEYS = [
@@ -65,19 +46,15 @@ ENV_KEYS = [
     "DATABASE_PING_IDLE_S",
     "REDIS_URL",
     "ADMIN_TOKEN",
-    "COUNTERS_FLUSH_INTERVAL",
-    "COUNTERS_RECONCILE_INTERVAL",
-    "COUNTERS_SHARDS",
-    "COUNTERS_PREFIX",
-    "COUNTERS_REDIS_URL",
-    "COUNTERS_REDIS_CLUSTER",
-    "COUNTERS_FLUSH_GROUP_SIZE",
-    "COUNTERS_FLUSH_THREADS",
-    "COUNTERS_COALESCE_MS",
     "CELERY_TASK_DEFAULT_QUEUE",
     "CELERY_BEAT_MAX_LOOP_INTERVAL",
     "CELERY_REDBEAT_LOCK_TIMEOUT",
 ]
+
+
+def env_keys() -> list[str]:
+    """Every variable the app reads: its own, then the engine's ``COUNTERS_*``."""
+    return [*ENV_KEYS, *engine_settings.BY_KEY]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -98,23 +75,21 @@ def from_environ(environ: Mapping[str, str]) -> dict:
             out[key] = PARSERS.get(key, str)(value)
         except ValueError:
             raise ValueError(f"{key}={value!r} is not a valid value") from None
-    return out
+    return {**out, **engine_settings.from_environ(environ)}
 
 
 def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict:
-    config = {**DEFAULTS, **from_environ(environ), **(test_config or {})}
+    config = {
+        **DEFAULTS,
+        **engine_settings.defaults(),
+        **from_environ(environ),
+        **(test_config or {}),
+    }
     config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config["DATABASE_URL"])
     config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
-    if config["COUNTERS_FLUSH_INTERVAL"] <= 0 or config["COUNTERS_RECONCILE_INTERVAL"] <= 0:
-        raise ValueError("COUNTERS_*_INTERVAL must be positive (seconds)")
+    engine_settings.validate(config)
     if config["DATABASE_PING_IDLE_S"] < 0:
         raise ValueError("DATABASE_PING_IDLE_S must be 0 (always ping) or more seconds")
-    if config["COUNTERS_FLUSH_GROUP_SIZE"] < 1:
-        raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
-    if config["COUNTERS_COALESCE_MS"] < 0:
-        raise ValueError("COUNTERS_COALESCE_MS must be 0 (off) or a positive number of ms")
-    if config["COUNTERS_FLUSH_THREADS"] < 1:
-        raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
     loop_s, lock_s = config["CELERY_BEAT_MAX_LOOP_INTERVAL"], config["CELERY_REDBEAT_LOCK_TIMEOUT"]
     if loop_s <= 0 or lock_s < LOCK_TIMEOUT_MIN_LOOPS * loop_s:
         raise ValueError(

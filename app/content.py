@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import namedtuple
 
 import sqlalchemy as sa
 
 from engine import CounterError
 
-from .counted import counted_write
-from .counters import get_counters
+from .counters import counters
 from .extensions import db
 from .kinds import COUNT_COLUMNS, Kind
 from .models import UserAction
@@ -43,9 +43,24 @@ def create(kind: Kind, author_id: int, title: str, content: str) -> sa.Row:
         .values(title=title, content=content, author_id=author_id)
         .returning(*_columns(kind))
     ).one()
-    get_counters().existence.mark(kind.table, [row.id])
+    counters.created(kind.table, [row.id])
     db.session.commit()
     return row
+
+
+# What a page shows of its row, fetched by the engine's live-read statement.
+PAGE_COLUMNS = ("title", "content", "author_id", "created_at")
+PageRow = namedtuple("PageRow", ("id", *PAGE_COLUMNS))
+
+
+def view_and_read(kind: Kind, row_id: int) -> tuple[PageRow, dict[str, int]] | None:
+    """Count one view and return ``(row, live counts including it)``, or None if absent:
+    one Redis round trip and one SQL statement (``Counters.view_and_read``)."""
+    found = counters.view_and_read(kind.views, row_id, PAGE_COLUMNS)
+    if found is None:
+        return None
+    counts, row = found
+    return PageRow(row_id, **row), counts
 
 
 def get(kind: Kind, row_id: int) -> sa.Row | None:
@@ -55,7 +70,7 @@ def get(kind: Kind, row_id: int) -> sa.Row | None:
 def get_with_counts(kind: Kind, row_id: int) -> tuple[sa.Row, dict[str, int]] | None:
     """A row and its live counts, counting nothing; None if absent."""
     row = get(kind, row_id)
-    counts = get_counters().read(kind.table, [row_id]).get(row_id) if row is not None else None
+    counts = counters.read(kind.table, [row_id]).get(row_id) if row is not None else None
     return (row, counts) if counts is not None else None
 
 
@@ -66,11 +81,6 @@ def page(kind: Kind, limit: int, after: int | None) -> tuple[list[sa.Row], bool]
         query = query.where(kind.model.id < after)
     rows = list(db.session.execute(query))
     return rows[:limit], len(rows) > limit
-
-
-def exists(table: str, row_id: int) -> bool:
-    query = sa.text(f"SELECT 1 FROM {table} WHERE id = :id")
-    return db.session.execute(query, {"id": row_id}).first() is not None
 
 
 def delete(kind: Kind, row_id: int, user_id: int) -> bool:
@@ -96,18 +106,18 @@ def delete(kind: Kind, row_id: int, user_id: int) -> bool:
     conn.execute(sa.delete(m).where(m.id == row_id))
     db.session.commit()
     try:
-        get_counters().existence.unmark(kind.table, [row_id])
+        counters.deleted(kind.table, [row_id])
     except CounterError:  # the row is gone either way; its stray deltas are dropped at flush
         log.warning("could not unmark deleted %s %d", kind.table, row_id, exc_info=True)
     return True
 
 
 def add_comment(kind: Kind, parent_id: int, author_id: int, content: str) -> sa.Row:
-    """Insert a comment and count it on its parent; raises TargetMissing."""
+    """Insert a comment and count it on its parent; raises engine.TargetMissing."""
     c = kind.comment_model
     statement = (
         sa.insert(c)
         .values({kind.comment_fk: parent_id, "author_id": author_id, "content": content})
         .returning(c.id, getattr(c, kind.comment_fk), c.author_id, c.content, c.created_at)
     )
-    return counted_write(kind.table, parent_id, kind.comments, statement, 1)
+    return counters.counted_write(kind.comments, parent_id, statement, 1)

@@ -1,19 +1,10 @@
-"""The app's counters: their registry (codes and recount queries) and the one
-``engine.Counters`` each Flask app owns."""
+"""The site's counters: their registry (codes and recount queries) and the engine's
+Flask extension that serves them (``counters.init_app(app)`` in ``create_app``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import redis
-import redis.cluster
-import sqlalchemy as sa
-from flask import current_app
-
-from engine import Counter, Counters, Registry
-
-REDIS_CONNECT_TIMEOUT_S = 2.0
-REDIS_SOCKET_TIMEOUT_S = 10.0
+from engine import Counter, Registry
+from engine.flask import FlaskCounters
 
 
 def _count(table: str, key: str, where: str = "") -> str:
@@ -50,28 +41,4 @@ REGISTRY = Registry(
 )
 
 
-def redis_client(url: str, cluster: bool = False):
-    options = {
-        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
-    }
-    if cluster:
-        return redis.cluster.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
-
-
-def build_counters(config: Mapping, sql: sa.Engine) -> Counters:
-    client = redis_client(config["COUNTERS_REDIS_URL"], config["COUNTERS_REDIS_CLUSTER"])
-    return Counters(
-        client,
-        sql,
-        REGISTRY,
-        shards=config["COUNTERS_SHARDS"],
-        prefix=config["COUNTERS_PREFIX"],
-        flush_threads=config["COUNTERS_FLUSH_THREADS"],
-    )
-
-
-def get_counters() -> Counters:
-    """The current app's counters (needs an app context)."""
-    return current_app.extensions["counters"]
+counters = FlaskCounters(REGISTRY)

@@ -10,8 +10,6 @@ import sqlalchemy.exc
 from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine import BufferUnavailable, StoreUnavailable
-
 
 class ApiError(Exception):
     """An error with its HTTP status, raised anywhere in a request and rendered as JSON."""
@@ -67,9 +65,9 @@ def _internal(exc: Exception):
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ApiError, _api_error)
+    # the engine's own outages (BufferUnavailable, StoreUnavailable) are answered by
+    # its extension, with the same JSON; these are the site's own queries' outages
     for exc in (
-        BufferUnavailable,
-        StoreUnavailable,
         sqlalchemy.exc.OperationalError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from engine.intervals import BOUNDS_S
+
 from .actions import ACTIONS, TARGETS
 from .ids import MAX_ID
 from .kinds import COUNT_COLUMNS, KINDS, Kind
 from .routes.content import COMMENT_CHARS, CONTENT_CHARS, PAGE_LIMIT, TITLE_CHARS
-from .schedules import BOUNDS_S
 
 ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
 TIME = {"type": "string", "format": "date-time"}

@@ -24,10 +24,12 @@ import time
 import sqlalchemy as sa
 
 from engine import Counter, Counters, Registry, schema
+from engine.flush import FLUSH_THREADS
 from engine.sqlarrays import int_array
 
 TABLE = "bench_posts"
 CODE = "v"
+NAME = f"{TABLE}.view_count"
 SHARDS = 16
 LOAD_CHUNK = 10_000  # increments per pipelined round trip when filling Redis
 
@@ -89,12 +91,12 @@ def load(counters: Counters, increments) -> float:
     t0 = time.perf_counter()
     chunk: list = []
     for row_id, delta in increments:
-        chunk.append((row_id, [(CODE, delta)]))
+        chunk.append((NAME, row_id, delta))
         if len(chunk) >= LOAD_CHUNK:
-            counters.buffer.add_many(chunk)
+            counters.incr_many(chunk)
             chunk = []
     if chunk:
-        counters.buffer.add_many(chunk)
+        counters.incr_many(chunk)
     return time.perf_counter() - t0
 
 
@@ -148,13 +150,13 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
     rng = random.Random(7)
     clock = StageClock()
     registry = Registry([Counter(TABLE, "view_count", CODE)])
-    counters = Counters(r, sql, registry, shards=SHARDS, prefix="fb", hook=clock)
-    serial = Counters(r, sql, registry, shards=SHARDS, prefix="fb1", flush_threads=1)
+    counters = Counters(r, sql, registry, shards=SHARDS, scope="fb", hook=clock)
+    serial = Counters(r, sql, registry, shards=SHARDS, scope="fb1", flush_threads=1)
     setup(sql, max(max(sizes), big[1]))
     expected_total = 0
     out: dict = {
         "shards": SHARDS,
-        "flush_threads": counters.flusher.threads,
+        "flush_threads": FLUSH_THREADS,
         "reps": reps,
         "table_rows": max(max(sizes), big[1]),
         "sizes": {},
@@ -240,7 +242,7 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
     with sql.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {TABLE}"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
-    for key in r.scan_iter("{fb*"):  # both prefixes, fb and fb1
+    for key in r.scan_iter("{fb*"):  # both scopes, fb and fb1
         r.delete(key)
     r.close()
     sql.dispose()

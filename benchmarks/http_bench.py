@@ -35,6 +35,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from app.counters import counters
+
 from . import loadgen
 from .cpu import CpuMeter, snapshot
 
@@ -158,13 +160,13 @@ class Stack:
                     {"author": user["id"], "n": self.cfg.spread_posts},
                 )
                 ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM posts ORDER BY id"))]
-            self.counters().existence.load("posts")
+            self.counters().rebuild_index("posts")
         self.hot_id = first.get_json()["id"]
         self.ids = ids
         return ids
 
     def counters(self):
-        return self.app.extensions["counters"]
+        return counters.get(self.app)
 
     def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
         log = open(os.devnull, "w") if name != "gunicorn" else None  # noqa: SIM115
@@ -191,6 +193,8 @@ class Stack:
                 "-A",
                 "app.celery_utils",
                 "worker",
+                "--include",
+                "benchmarks.bench_app",  # the one-task-per-view baseline's task
                 "--pool",
                 "prefork",
                 "--concurrency",
@@ -210,20 +214,19 @@ class Stack:
             raise RuntimeError(
                 "gunicorn did not start: " + self.gunicorn.stderr.read().decode()[-2000:]
             ) from None
-        from app.tasks import flush_counters
-
-        flush_counters.delay().get(timeout=60)  # the worker is up and can reach both stores
+        self.flush_task().delay().get(timeout=60)  # the worker is up and can reach both stores
         self.cpu = CpuMeter(
             trees={"gunicorn": self.gunicorn.pid, "celery_worker": self.worker.pid},
             names={"redis": "redis-server", "postgres": "postgres"},
         )
         threading.Thread(target=self._tick, daemon=True).start()
 
-    def _tick(self) -> None:
-        from app.tasks import flush_counters
+    def flush_task(self):
+        return self.celery.tasks["counters.flush"]
 
+    def _tick(self) -> None:
         while not self.ticker_stop.wait(FLUSH_INTERVAL_S):
-            flush_counters.delay()
+            self.flush_task().delay()
             self.ticks += 1
 
     def stop(self) -> None:
@@ -251,9 +254,7 @@ class Stack:
         return sum(s["pending"] + s["inflight"] for s in self.counters().backlog())
 
     def flush_now(self) -> None:
-        from app.tasks import flush_counters
-
-        flush_counters.delay().get(timeout=120)
+        self.flush_task().delay().get(timeout=120)
 
     def settle(self, expect_views: int | None = None, baseline: int = 0) -> float:
         """Wait until every accepted view is in Postgres; returns when that was first true.

@@ -24,22 +24,16 @@ def measure(env, shards: int, pending: int, code: str) -> dict:
         r.delete(key)
     registry = Registry([Counter("posts", "view_count", code)])
     # no SQL is touched: the flush side of Counters is never called here
-    counters = Counters(r, None, registry, shards=shards, prefix=PREFIX)
+    counters = Counters(r, None, registry, shards=shards, scope=PREFIX)
     before = r.info("memory")["used_memory"]
     for start in range(1, pending + 1, LOAD_CHUNK):
         ids = range(start, min(start + LOAD_CHUNK, pending + 1))
-        counters.buffer.add_many((i, [(code, 1)]) for i in ids)
+        counters.incr_many(("posts.view_count", i, 1) for i in ids)
     after = r.info("memory")["used_memory"]
-    pipe = r.pipeline(transaction=False)
-    for s in range(shards):
-        key = counters.keys.pending(s)
-        pipe.memory_usage(key, samples=0)
-        pipe.object("encoding", key)
-        pipe.hlen(key)
-    raw = pipe.execute()
-    usage = sum(raw[0::3])
-    encodings = sorted({e.decode() if isinstance(e, bytes) else e for e in raw[1::3]})
-    fields = sum(raw[2::3])
+    shards_memory = counters.buffer_memory()
+    usage = sum(m["bytes"] for m in shards_memory)
+    encodings = sorted({m["encoding"] for m in shards_memory if m["encoding"]})
+    fields = sum(m["fields"] for m in shards_memory)
     for key in r.scan_iter(f"{{{PREFIX}*"):
         r.delete(key)
     r.close()

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import redis
 import sqlalchemy as sa
 
+from app.counters import counters
 from app.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ class Run:
         return {
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
-            "COUNTERS_PREFIX": self.prefix,
+            "COUNTERS_SCOPE": self.prefix,
             "COUNTERS_SHARDS": self.args.shards,
             "COUNTERS_FLUSH_GROUP_SIZE": self.args.group_size,
             "COUNTERS_FLUSH_INTERVAL": FLUSH_INTERVAL_S,
@@ -152,7 +153,7 @@ class Run:
         if self.app is not None:
             with self.app.app_context():
                 db.engine.dispose()
-            self.app.extensions["counters"].buffer.redis.close()
+            counters.get(self.app).close()
         self._clean_redis()
         self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
@@ -226,7 +227,7 @@ class Run:
     @contextmanager
     def context(self):
         with self.app.app_context():
-            yield self.app.extensions["counters"]
+            yield counters.get(self.app)
 
     def seed_rows(self) -> list[int]:
         posts = self.args.counters // COUNTERS_PER_POST
@@ -244,7 +245,8 @@ class Run:
                     ),
                     {"n": posts},
                 )
-            counters.existence.ensure_loaded(["posts", "articles"])
+            for table in ("posts", "articles"):
+                counters.rebuild_index(table)
         return list(range(1, posts + 1))
 
     def seed_deltas(self, posts: list[int]) -> int:
@@ -270,9 +272,9 @@ class Run:
         celery = self.app.extensions["celery"]
         with self.context() as counters:
             started = time.perf_counter()
-            parent = celery.send_task("app.tasks.flush_counters")
+            parent = celery.send_task("counters.flush")
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            while counters.buffer.dirty_shards():
+            while counters.dirty_shards():
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"not drained within {DRAIN_TIMEOUT_S} s: see {self.logs}")
                 time.sleep(POLL_S)

@@ -2,9 +2,13 @@
 
 from flask import Flask
 
-from . import actions, admin, articles, comments, docs, health, posts, users
+from ..auth import admin_required
+from ..counters import counters
+from . import actions, articles, comments, docs, health, posts, users
 
 
 def register_blueprints(app: Flask) -> None:
-    for module in (users, posts, articles, comments, actions, admin, health, docs):
+    for module in (users, posts, articles, comments, actions, health, docs):
         app.register_blueprint(module.bp)
+    admin = counters.admin_blueprint(auth=admin_required)
+    app.register_blueprint(admin, url_prefix="/api/admin/counters")

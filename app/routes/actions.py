@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from engine import TargetMissing
+
 from .. import actions
 from ..auth import user_required
-from ..counted import TargetMissing
 from ..errors import bad_request, not_found
 from ..ids import valid_id
 from ..payload import json_object

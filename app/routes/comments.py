@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..counters import get_counters
+from ..counters import counters
 from ..errors import not_found
 
 bp = Blueprint("comments", __name__, url_prefix="/api")
 
 
 def _likes(table: str, row_id: int) -> dict:
-    counts = get_counters().read(table, [row_id]).get(row_id)
+    counts = counters.read(table, [row_id]).get(row_id)
     if counts is None:
         raise not_found("comment")
     return {"likes_count": counts["likes_count"]}

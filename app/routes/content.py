@@ -6,10 +6,11 @@ from datetime import timezone
 
 from flask import Blueprint, g, request
 
-from .. import content, pageviews
+from engine import TargetMissing
+
+from .. import content
 from ..auth import user_required
-from ..counted import TargetMissing
-from ..counters import get_counters
+from ..counters import counters
 from ..errors import ApiError, not_found
 from ..kinds import Kind
 from ..payload import json_object, query_int, text
@@ -65,7 +66,7 @@ def content_blueprint(kind: Kind) -> Blueprint:
         limit = query_int("limit", PAGE_LIMIT_DEFAULT, *PAGE_LIMIT)
         after = query_int("after", None, 1, 2**63 - 1)
         rows, more = content.page(kind, limit, after)
-        counts = get_counters().read(kind.table, [r.id for r in rows]) if rows else {}
+        counts = counters.read(kind.table, [r.id for r in rows]) if rows else {}
         items = [item_json(r, counts[r.id]) for r in rows if r.id in counts]
         return {"items": items, "next": rows[-1].id if more else None}
 
@@ -74,20 +75,20 @@ def content_blueprint(kind: Kind) -> Blueprint:
         if request.method == "HEAD":  # HEAD is safe: it counts no view
             found = content.get_with_counts(kind, row_id)
         else:
-            found = pageviews.view_and_read(kind, row_id)
+            found = content.view_and_read(kind, row_id)
         if found is None:
             raise not_found(what)
         return item_json(*found)
 
     @bp.post("/<id:row_id>/view")
     def view(row_id: int):
-        if not pageviews.count_view(kind, row_id):
+        if not counters.view(kind.views, row_id):
             raise not_found(what)
         return "", 204
 
     @bp.get("/<id:row_id>/counts")
     def counts(row_id: int):
-        found = get_counters().read(kind.table, [row_id]).get(row_id)
+        found = counters.read(kind.table, [row_id]).get(row_id)
         if found is None:
             raise not_found(what)
         return found

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import prometheus_client
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, current_app
 
-from ..counters import get_counters
+from ..counters import counters
 from ..extensions import db
-from ..metrics import exposition
 
 bp = Blueprint("health", __name__)
 
@@ -32,7 +30,7 @@ def healthz():
     down = [
         name
         for name, probe in (
-            ("redis", lambda: get_counters().buffer.redis.ping()),
+            ("redis", counters.ping),
             ("postgres", _postgres),
         )
         if _check(name, probe)
@@ -42,7 +40,5 @@ def healthz():
     return {"status": "ok"}
 
 
-@bp.get("/metrics")
-def metrics():
-    """The engine's shared state, read from Redis now: the same in every process."""
-    return Response(exposition(get_counters()), content_type=prometheus_client.CONTENT_TYPE_LATEST)
+# The engine's shared state, read from Redis at scrape time: the same in every process.
+bp.add_url_rule("/metrics", "metrics", counters.metrics_view)

@@ -44,7 +44,7 @@ def process_env(database_url: str, **settings: str) -> dict:
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url(REDIS_DB),
-        "COUNTERS_PREFIX": PREFIX,
+        "COUNTERS_SCOPE": PREFIX,
         "COUNTERS_SHARDS": "4",
         **settings,
     }
@@ -70,7 +70,7 @@ def app_config(database_url: str, **overrides) -> dict:
         "COUNTERS_REDIS_URL": None,
         "COUNTERS_REDIS_CLUSTER": False,
         "COUNTERS_SHARDS": 4,
-        "COUNTERS_PREFIX": PREFIX,
+        "COUNTERS_SCOPE": PREFIX,
         "CELERY": {"task_default_queue": QUEUE},
         "ADMIN_TOKEN": ADMIN_TOKEN,
         **overrides,
@@ -78,12 +78,10 @@ def app_config(database_url: str, **overrides) -> dict:
 
 
 def close_app(app) -> None:
-    coalescer = app.extensions.get("view_coalescer")
-    if coalescer is not None:
-        coalescer.close()  # pushes its tally now, into keys the r fixture then removes
+    # a coalescer pushes its tally now, into keys the r fixture then removes
+    app.extensions["counters"].close()
     with app.app_context():
         db.engine.dispose()
-    app.extensions["counters"].buffer.redis.close()
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +151,7 @@ def app(make_app):
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
+    app.extensions["counters"].counters.ensure_index()  # as the first scheduled flush does
     return app
 
 
@@ -169,7 +168,8 @@ def sql(app):
 
 @pytest.fixture
 def counters(app):
-    return app.extensions["counters"]
+    """The app's ``engine.Counters``."""
+    return app.extensions["counters"].counters
 
 
 def bearer(token: str) -> dict:

@@ -9,19 +9,20 @@ from celery.app.utils import find_app
 from celery.contrib.testing.worker import start_worker
 
 from app import celery_utils
-from app.tasks import flush_counters
 from engine import BufferUnavailable, StoreUnavailable
 from tests.app.conftest import REDIS_DB, act, bearer, create, stored
 from tests.servers import ROOT, redis_url
 
+# the engine's tasks (engine.celery), and the original system's recount tasks
 TASKS = [
-    "flush_counters",
-    "reconcile_counters",
-    "update_post_counts",
-    "update_article_counts",
-    "update_post_comment_likes_count",
-    "update_article_comment_likes_count",
-    "update_post_view_count",
+    "counters.flush",
+    "counters.flush_shards",
+    "counters.reconcile",
+    "counters.rebuild_index",
+    "app.tasks.update_post_counts",
+    "app.tasks.update_article_counts",
+    "app.tasks.update_post_comment_likes_count",
+    "app.tasks.update_article_comment_likes_count",
 ]
 
 
@@ -29,10 +30,10 @@ def test_beat_schedule_runs_flush_and_reconcile_at_the_configured_intervals(make
     app = make_app(COUNTERS_FLUSH_INTERVAL=7, COUNTERS_RECONCILE_INTERVAL=120)
     conf = app.extensions["celery"].conf
     schedule = conf.beat_schedule
-    assert schedule["flush-counters"]["task"] == "app.tasks.flush_counters"
+    assert schedule["flush-counters"]["task"] == "counters.flush"
     assert schedule["flush-counters"]["schedule"] == 7
     assert schedule["flush-counters"]["options"]["expires"] == 7
-    assert schedule["reconcile-counters"]["task"] == "app.tasks.reconcile_counters"
+    assert schedule["reconcile-counters"]["task"] == "counters.reconcile"
     assert schedule["reconcile-counters"]["schedule"] == 120
     assert conf.beat_scheduler == "redbeat.RedBeatScheduler"
     assert conf.redbeat_redis_url == redis_url(REDIS_DB)
@@ -65,10 +66,10 @@ def test_celery_config_is_safe_for_redelivery(app):
     assert conf.timezone == "UTC" and conf.result_expires
 
 
-def test_tasks_have_the_original_names_and_retry_policy(app):
+def test_tasks_have_stable_names_and_the_retry_policy(app):
     registered = app.extensions["celery"].tasks
     for name in TASKS:
-        task = registered[f"app.tasks.{name}"]
+        task = registered[name]
         assert task.max_retries == 5 and task.retry_backoff and task.retry_jitter
         assert task.retry_backoff_max == 60
         assert {StoreUnavailable, BufferUnavailable} <= set(task.autoretry_for)
@@ -90,7 +91,7 @@ def test_celery_cli_finds_the_app_lazily(app_db, monkeypatch):
     found = find_app("app.celery_utils")  # what `celery -A app.celery_utils` does
     assert found is celery_utils.celery_app
     assert found.conf.broker_url == redis_url(REDIS_DB)
-    assert "app.tasks.flush_counters" in found.tasks
+    assert "counters.flush" in found.tasks
 
 
 @pytest.mark.timeout(60)
@@ -104,7 +105,7 @@ def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql):
     celery = app.extensions["celery"]
     celery.conf.worker_hijack_root_logger = False
     with start_worker(celery, pool="solo", perform_ping_check=False):
-        summary = flush_counters.delay().get(timeout=30)
+        summary = celery.tasks["counters.flush"].delay().get(timeout=30)
     assert summary["flushed"] == 2 and summary["errors"] == []
     assert stored(sql, "posts", "view_count", post) == 4
     assert stored(sql, "posts", "likes_count", post) == 2

@@ -6,8 +6,10 @@ import re
 import pytest
 
 from app import config
+from app.counters import counters
 from app.ids import MAX_ID, at_most
-from engine import DEFAULT_SHARDS, FLUSH_THREADS
+from engine import DEFAULT_SHARDS
+from engine.flush import FLUSH_THREADS
 
 
 def test_defaults():
@@ -15,7 +17,7 @@ def test_defaults():
     assert c["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     assert c["REDIS_URL"] == c["COUNTERS_REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert c["COUNTERS_FLUSH_INTERVAL"] == 2 and c["COUNTERS_RECONCILE_INTERVAL"] == 3600
-    assert c["COUNTERS_SHARDS"] == DEFAULT_SHARDS and c["COUNTERS_PREFIX"] == "ctr"
+    assert c["COUNTERS_SHARDS"] == DEFAULT_SHARDS and c["COUNTERS_SCOPE"] == "ctr"
     assert c["COUNTERS_REDIS_CLUSTER"] is False and c["ADMIN_TOKEN"] is None
     assert c["MAX_CONTENT_LENGTH"] == 1024 * 1024
     assert c["COUNTERS_FLUSH_THREADS"] == FLUSH_THREADS
@@ -41,13 +43,13 @@ def test_environment_then_test_config():
         "COUNTERS_FLUSH_INTERVAL": "0.5",
         "COUNTERS_RECONCILE_INTERVAL": "60",
         "COUNTERS_SHARDS": "32",
-        "COUNTERS_PREFIX": "site1",
+        "COUNTERS_SCOPE": "site1",
         "COUNTERS_REDIS_CLUSTER": "1",
         "COUNTERS_FLUSH_THREADS": "3",
     }
     c = config.load(env, {"COUNTERS_SHARDS": 8})
     assert c["COUNTERS_REDIS_URL"] == "redis://r:6379/1"  # the counters follow REDIS_URL
-    assert c["ADMIN_TOKEN"] == "s3cret" and c["COUNTERS_PREFIX"] == "site1"
+    assert c["ADMIN_TOKEN"] == "s3cret" and c["COUNTERS_SCOPE"] == "site1"
     assert (c["COUNTERS_FLUSH_INTERVAL"], c["COUNTERS_RECONCILE_INTERVAL"]) == (0.5, 60.0)
     assert c["COUNTERS_SHARDS"] == 8 and c["COUNTERS_REDIS_CLUSTER"] is True
     assert c["COUNTERS_FLUSH_THREADS"] == 3
@@ -85,8 +87,8 @@ def test_id_regex_accepts_exactly_1_to_max_bigint():
 
 def test_the_app_builds_its_counters_from_the_settings(make_app):
     app = make_app(COUNTERS_SHARDS=8, COUNTERS_FLUSH_THREADS=3)
-    counters = app.extensions["counters"]
-    assert counters.keys.shards == 8 and counters.flusher.threads == 3
-    assert "view_coalescer" not in app.extensions  # off by default
+    engine = counters.get(app)
+    assert engine.shards == 8 and engine.flush_threads == 3
+    assert app.extensions["counters"].coalescer is None  # off by default
     on = make_app(COUNTERS_COALESCE_MS=25)
-    assert on.extensions["view_coalescer"].interval_s == 0.025
+    assert on.extensions["counters"].coalescer.interval_s == 0.025

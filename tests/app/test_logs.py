@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app.celery_utils import JsonLineFormatter, _json_lines_for_structured_logs
+from engine.logs import JsonLineFormatter, use_json_lines
 from tests.app.conftest import ADMIN_TOKEN, PREFIX, QUEUE, RUN, act, bearer, create, process_env
 
 TASK_TIMEOUT_S = 60
@@ -41,7 +41,7 @@ def test_a_traceback_stays_on_the_line():
         raise RuntimeError("boom\nsecond line")
     except RuntimeError:
         rec = record(
-            "app.maintenance", "flush failed", level=logging.ERROR, exc_info=sys.exc_info()
+            "engine.counters", "flush failed", level=logging.ERROR, exc_info=sys.exc_info()
         )
     line = JsonLineFormatter().format(rec)
     assert "\n" not in line
@@ -54,8 +54,8 @@ def test_after_setup_logger_wraps_the_handlers_once():
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
-    _json_lines_for_structured_logs(logger=logger)
-    _json_lines_for_structured_logs(logger=logger)
+    use_json_lines(logger)
+    use_json_lines(logger)
     assert isinstance(handler.formatter, JsonLineFormatter)
     assert not isinstance(handler.formatter.fallback, JsonLineFormatter)
 
@@ -68,13 +68,14 @@ def test_app_logs_one_json_line_per_flush_and_reconcile(client, user, caplog):
         client.post("/api/admin/counters/reconcile", headers=bearer(ADMIN_TOKEN))
     events = {}
     for rec in caplog.records:
-        if rec.name.startswith(("engine", "app.maintenance")) and rec.getMessage()[:1] == "{":
+        if rec.name.startswith("engine") and rec.getMessage()[:1] == "{":
             parsed = json.loads(rec.getMessage())
             events.setdefault(parsed["event"], []).append(parsed)
-    assert len(events["flush"]) == len(events["reconcile"]) == 1
-    assert len(events["counter_flush"]) == 1 and len(events["counter_reconcile"]) == 1
+    assert len(events["flush"]) == len(events["counter_reconcile"]) == 1  # logged once
+    assert len(events["counter_flush"]) == 1 and "reconcile" not in events
     assert events["flush"][0]["flushed"] == 1
-    assert events["reconcile"][0]["checked"] == 4 and events["reconcile"][0]["duration_s"] >= 0
+    reconciled = events["counter_reconcile"][0]
+    assert reconciled["checked"] == 4 and reconciled["duration_s"] >= 0
 
 
 @pytest.mark.timeout(180)
@@ -100,8 +101,8 @@ def test_worker_writes_flush_and_reconcile_as_single_json_lines(
         )
     celery = app.extensions["celery"]
     try:
-        flushed = celery.send_task("app.tasks.flush_counters").get(timeout=TASK_TIMEOUT_S)
-        reconciled = celery.send_task("app.tasks.reconcile_counters").get(timeout=TASK_TIMEOUT_S)
+        flushed = celery.send_task("counters.flush").get(timeout=TASK_TIMEOUT_S)
+        reconciled = celery.send_task("counters.reconcile").get(timeout=TASK_TIMEOUT_S)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -116,7 +117,7 @@ def test_worker_writes_flush_and_reconcile_as_single_json_lines(
     for entry in structured:
         by_event.setdefault(entry.get("event"), []).append(entry)
     # every record of these events is a whole line of JSON, never inside a Celery prefix
-    for event in ("counter_flush", "flush", "counter_reconcile", "reconcile"):
+    for event in ("counter_flush", "flush", "counter_reconcile"):
         mentions = [line for line in lines if f'"event": "{event}"' in line]
         assert mentions and all(line.startswith("{") for line in mentions), (event, lines[-40:])
 
@@ -129,11 +130,10 @@ def test_worker_writes_flush_and_reconcile_as_single_json_lines(
     assert batches[post % 4]["counters"] == 2 and batches[post % 4]["rows_missing"] == 0
     assert batches[gone % 4]["counters"] == 1 and batches[gone % 4]["rows_missing"] == 1
     (flush,) = by_event["flush"]
-    assert flush["logger"] == "app.maintenance"
+    assert flush["logger"] == "engine.counters" and flush["scope"] == PREFIX
     assert flush["flushed"] == 3 and flush["batches"] == 2 and flush["rows_missing"] == 1
     assert flush["duration_s"] >= 0 and flush["errors"] == []
-    (engine_reconcile,) = by_event["counter_reconcile"]
-    assert engine_reconcile["checked"] == reconciled["checked"]
-    (reconcile,) = by_event["reconcile"]
+    assert "reconcile" not in by_event  # a reconcile is logged once, by the engine
+    (reconcile,) = by_event["counter_reconcile"]
     assert reconcile["checked"] == reconciled["checked"] and reconcile["fixed"] == 0
     assert reconcile["duration_s"] >= 0 and reconcile["counters"] is None

@@ -10,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.counters import REGISTRY
+from engine import Counters, redis_client
 from tests.app.conftest import ADMIN_TOKEN, PREFIX, REDIS_DB, act, bearer, create
 from tests.servers import ROOT, redis_url
 
@@ -103,7 +105,7 @@ def test_a_flush_in_another_os_process_shows_in_the_scrape(app_db, client, user)
         "FLASK_SKIP_DOTENV": "1",
         "DATABASE_URL": app_db.url,
         "REDIS_URL": redis_url(REDIS_DB),
-        "COUNTERS_PREFIX": PREFIX,
+        "COUNTERS_SCOPE": PREFIX,
         "COUNTERS_SHARDS": "4",
     }
     for key in ("COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER"):
@@ -150,7 +152,7 @@ def test_deltas_of_deleted_rows_are_counted_as_dropped(client, user):
     assert value(samples, "counter_flush_counters_applied_total") == 3
 
 
-def test_a_batch_left_by_a_crashed_flush_counts_as_resumed(client, user, counters):
+def test_a_batch_left_by_a_crashed_flush_counts_as_resumed(client, user, counters, sql):
     post = create(client, user)
     client.post("/api/admin/counters/flush", headers=ADMIN)  # existence index loaded
     client.post(f"/api/posts/{post}/view")
@@ -159,10 +161,13 @@ def test_a_batch_left_by_a_crashed_flush_counts_as_resumed(client, user, counter
         if stage == "claimed":
             raise KeyboardInterrupt("killed after the claim")
 
-    counters.flusher.hook = killed
+    client_redis = redis_client(redis_url(REDIS_DB))
+    dying = Counters(
+        client_redis, sql, REGISTRY, shards=counters.shards, scope=counters.scope, hook=killed
+    )
     with pytest.raises(KeyboardInterrupt):
-        counters.flush_all()
-    counters.flusher.hook = None
+        dying.flush_all()
+    dying.close()
     inflight = scrape(client)
     assert value(inflight, "counter_inflight_counters", shard=str(post % 4)) == 1
     assert value(inflight, "counter_flush_lag_seconds") > 0

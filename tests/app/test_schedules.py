@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from redbeat.schedulers import RedBeatSchedulerEntry
 
-from app import schedules
+from engine import intervals
+from engine.celery import schedule
 from tests.app.conftest import ADMIN_TOKEN, PREFIX, assert_error, bearer, process_env
 
 ADMIN = bearer(ADMIN_TOKEN)
@@ -24,7 +25,7 @@ BEAT_QUEUE = "celery"  # a beat started from the environment sends to Celery's d
 WAIT_S = 30
 
 
-def entry(app, name: str = schedules.FLUSH_ENTRY) -> RedBeatSchedulerEntry:
+def entry(app, name: str = intervals.FLUSH_ENTRY) -> RedBeatSchedulerEntry:
     celery = app.extensions["celery"]
     return RedBeatSchedulerEntry.from_key(f"redbeat:{PREFIX}:{name}", app=celery)
 
@@ -55,7 +56,7 @@ def test_put_updates_the_redbeat_entry_and_stores_the_override(make_app, r):
     flush = by_kind(body)["flush"]
     assert flush["source"] == "runtime" and flush["in_redis"] is True
     assert flush["configured_interval_s"] == 3 and flush["expires_s"] == 7.5
-    assert flush["task"] == "app.tasks.flush_counters" and flush["next_run_at"]
+    assert flush["task"] == "counters.flush" and flush["next_run_at"]
     saved = entry(app)
     assert saved.schedule.run_every.total_seconds() == 7.5
     assert saved.options["expires"] == 7.5
@@ -63,7 +64,7 @@ def test_put_updates_the_redbeat_entry_and_stores_the_override(make_app, r):
 
     both = client.put(URL, json={"flush_interval": 1, "reconcile_interval": 120}, headers=ADMIN)
     assert (both.json["flush_interval"], both.json["reconcile_interval"]) == (1, 120)
-    assert entry(app, schedules.RECONCILE_ENTRY).options["expires"] == 120
+    assert entry(app, intervals.RECONCILE_ENTRY).options["expires"] == 120
 
 
 def test_a_changed_interval_keeps_the_last_run(make_app):
@@ -74,7 +75,7 @@ def test_a_changed_interval_keeps_the_last_run(make_app):
     client.put(URL, json={"flush_interval": 30}, headers=ADMIN)
     saved = entry(app)
     assert saved.last_run_at == first and saved.schedule.run_every.total_seconds() == 30
-    due = schedules.next_run(saved)
+    due = schedule.next_run(saved)
     assert abs((due - (first + saved.schedule.run_every)).total_seconds()) < 0.01
     shown = by_kind(client.get(URL, headers=ADMIN).json)["flush"]["next_run_at"]
     assert shown == due.astimezone(timezone.utc).isoformat(timespec="milliseconds")
@@ -181,7 +182,7 @@ def entry_missing(app) -> bool:
 # -- a real beat process ------------------------------------------------------
 
 
-def sent_by(r, pid: int, task: str = "app.tasks.flush_counters") -> list[bytes]:
+def sent_by(r, pid: int, task: str = "counters.flush") -> list[bytes]:
     """The messages a beat process sent to the broker queue, told apart from those of any
     other run's beat by their ``origin`` header (``gen<pid>@<host>``)."""
     mine = []
@@ -226,7 +227,7 @@ def beat(env: dict, log: Path, r):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for task in ("app.tasks.flush_counters", "app.tasks.reconcile_counters"):
+        for task in ("counters.flush", "counters.reconcile"):
             for raw in sent_by(r, proc.pid, task):
                 r.lrem(BEAT_QUEUE, 0, raw)
 

@@ -93,7 +93,7 @@ def test_cancelling_deltas_leave_no_field_or_key(counters, r, sql):
 
 
 def test_every_key_of_a_shard_sits_in_one_cluster_slot():
-    keys = Keys(prefix="ctr", shards=8)
+    keys = Keys(scope="ctr", shards=8)
     for s in range(8):
         names = keys.shard_keys(s) + [keys.exists(s, "posts"), keys.exists(s, "articles")]
         assert len({key_slot(n.encode()) for n in names}) == 1

@@ -5,7 +5,7 @@ import threading
 
 import sqlalchemy as sa
 
-from engine import lock_target
+from engine.reconcile import lock_target
 from tests.engine.conftest import seed, stored
 
 

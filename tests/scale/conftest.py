@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.counters import counters
 from app.extensions import db
 from tests.app.conftest import (  # noqa: F401 - app_db, make_app and r are fixtures
     APP_TABLES,
@@ -55,7 +56,7 @@ def stack_env(database_url: str, queue: str, **settings) -> dict:
         "PYTHONUNBUFFERED": "1",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url(REDIS_DB),
-        "COUNTERS_PREFIX": PREFIX,
+        "COUNTERS_SCOPE": PREFIX,
         "COUNTERS_SHARDS": str(SHARDS),
         "COUNTERS_FLUSH_GROUP_SIZE": str(GROUP_SIZE),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
@@ -158,6 +159,7 @@ def scale_app(make_app):  # noqa: F811 - the fixture imported above
         with app.app_context(), db.engine.begin() as conn:
             conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
             conn.execute(sa.text("DELETE FROM counter_shards"))
+        counters.get(app).ensure_index()  # as the first scheduled flush does
         return app
 
     return make
@@ -225,8 +227,8 @@ def views_in_postgres(app, posts: list[int]) -> dict[int, int]:
 
 
 def totals(app) -> dict[str, int]:
-    return app.extensions["counters"].stats.snapshot()["totals"]
+    return counters.get(app).shared_stats()["totals"]
 
 
 def backlog(app) -> int:
-    return sum(s["pending"] + s["inflight"] for s in app.extensions["counters"].backlog())
+    return sum(s["pending"] + s["inflight"] for s in counters.get(app).backlog())

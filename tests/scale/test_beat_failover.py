@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from app.counters import counters
 from tests.scale.conftest import (
     BEAT_CMD,
     PREFIX,
@@ -98,7 +99,7 @@ def test_standby_beat_takes_over_after_sigkill_without_losing_or_doubling_a_flus
 
     processes.stop(standby)
     processes.stop(worker)  # a warm shutdown: its running flushes finish
-    last = app.extensions["counters"].flush_all()  # the synchronous flush (admin, CLI)
+    last = counters.get(app).flush_all()  # the synchronous flush (admin, CLI)
     assert last.errors == [] and backlog(app) == 0
     assert views_in_postgres(app, posts) == {p: traffic.acked[p] for p in posts}
     assert totals(app)["batches_already_applied"] == 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app import maintenance, tasks
+from app.counters import counters
 from engine import BufferUnavailable, StoreUnavailable
 from engine.buffer import FLUSH_LOCK_TTL_MS
 from tests.scale.conftest import (
@@ -43,7 +43,7 @@ def queued(r, queue: str) -> list[dict]:
 
 def test_flush_shards_is_late_acked_and_retried_like_the_others(scale_app):
     app = scale_app(FANOUT_QUEUE)
-    task = app.extensions["celery"].tasks["app.tasks.flush_shards"]
+    task = app.extensions["celery"].tasks["counters.flush_shards"]
     assert task.acks_late and task.reject_on_worker_lost
     assert task.max_retries == 5 and task.retry_backoff and task.retry_jitter
     assert {StoreUnavailable, BufferUnavailable} <= set(task.autoretry_for)
@@ -54,13 +54,13 @@ def test_flush_counters_sends_one_task_per_group_of_dirty_shards_only(scale_app,
     posts = make_posts(app, SHARDS)  # ids 1..16: one post per shard
     dirty = posts[: 2 * GROUP_SIZE + 1]  # 9 shards: three groups
     views(app, dirty)
-    with app.app_context():
-        sent = tasks.flush_counters.apply().get()  # run here; its groups go to the broker
+    with app.app_context():  # run here; its groups go to the broker
+        sent = app.extensions["celery"].tasks["counters.flush"].apply().get()
     groups = [d["shards"] for d in sent["dispatched"]]
     assert sorted(s for g in groups for s in g) == sorted(p % SHARDS for p in dirty)
     assert [len(g) for g in groups] == [GROUP_SIZE, GROUP_SIZE, 1]
     messages = queued(r, FANOUT_QUEUE)
-    assert [m["headers"]["task"] for m in messages] == ["app.tasks.flush_shards"] * 3
+    assert [m["headers"]["task"] for m in messages] == ["counters.flush_shards"] * 3
     assert sorted(m["headers"]["id"] for m in messages) == sorted(
         d["id"] for d in sent["dispatched"]
     )
@@ -74,7 +74,7 @@ def test_few_dirty_shards_are_flushed_by_flush_counters_itself(scale_app, r):
     posts = make_posts(app, GROUP_SIZE)
     views(app, posts)
     with app.app_context():
-        summary = tasks.flush_counters.apply().get()
+        summary = app.extensions["celery"].tasks["counters.flush"].apply().get()
     assert summary["flushed"] == GROUP_SIZE and summary["errors"] == []
     assert summary["skipped"] == [] and len(summary["shard_batches"]) == GROUP_SIZE
     assert queued(r, FANOUT_QUEUE) == []
@@ -85,18 +85,17 @@ def test_a_shard_another_worker_is_flushing_is_skipped_and_left_pending(scale_ap
     app = scale_app(FANOUT_QUEUE)
     posts = make_posts(app, 2)
     views(app, posts)
-    counters = app.extensions["counters"]
+    engine = counters.get(app)
     busy = posts[0] % SHARDS
-    r.set(counters.keys.flushing(busy), "another-worker", px=FLUSH_LOCK_TTL_MS)
-    with app.app_context():
-        first = maintenance.flush(sorted(p % SHARDS for p in posts))
-        assert first["skipped"] == [busy] and first["flushed"] == 1
-        assert views_in_postgres(app, posts) == {posts[0]: 0, posts[1]: 1}
-        r.delete(counters.keys.flushing(busy))  # that worker is done
-        second = maintenance.flush([busy])
+    r.set(engine.keys.flushing(busy), "another-worker", px=FLUSH_LOCK_TTL_MS)
+    first = engine.flush_shards(sorted(p % SHARDS for p in posts)).as_dict()
+    assert first["skipped"] == [busy] and first["flushed"] == 1
+    assert views_in_postgres(app, posts) == {posts[0]: 0, posts[1]: 1}
+    r.delete(engine.keys.flushing(busy))  # that worker is done
+    second = engine.flush_shards([busy]).as_dict()
     assert second["skipped"] == [] and second["flushed"] == 1
     assert views_in_postgres(app, posts) == {posts[0]: 1, posts[1]: 1}
-    assert not r.exists(counters.keys.flushing(posts[1] % SHARDS))  # released
+    assert not r.exists(engine.keys.flushing(posts[1] % SHARDS))  # released
 
 
 def shard_flushes(celery, sent: list) -> list[dict]:
@@ -133,13 +132,13 @@ def test_worker_processes_flush_concurrent_traffic_in_parallel_exactly_once(
         deadline = time.monotonic() + TRAFFIC_S
         while time.monotonic() < deadline:
             # two at once, as from two beats or a redelivery: their groups overlap
-            sent += [celery.send_task("app.tasks.flush_counters") for _ in range(2)]
+            sent += [celery.send_task("counters.flush") for _ in range(2)]
             time.sleep(TRIGGER_EVERY_S)
     assert traffic.failed == 0 and traffic.total > 0
 
     # drain with the fan-out alone: flush until nothing is pending or in flight
     def drained():
-        result = celery.send_task("app.tasks.flush_counters")
+        result = celery.send_task("counters.flush")
         sent.append(result)
         shard_flushes(celery, [result])
         return backlog(app) == 0
