@@ -24,7 +24,7 @@ import time
 import sqlalchemy as sa
 
 from engine import Counter, Counters, Registry, schema
-from engine.flush import FLUSH_THREADS
+from engine.settings import FLUSH_THREADS
 from engine.sqlarrays import int_array
 
 TABLE = "bench_posts"

@@ -7,7 +7,7 @@ door. Integrations sit beside it, imported only by those who use them:
 schedule), ``engine.prometheus`` (collector), ``engine.alembic`` (schema steps).
 """
 
-from .buffer import Outcome
+from .buffer import FLUSH_LOCK_TTL_MS, Outcome
 from .clients import redis_client
 from .coalesce import ViewCoalescer
 from .counters import Counters
@@ -25,6 +25,7 @@ from .registry import Counter, Registry
 
 __all__ = [
     "DEFAULT_SCOPE",
+    "FLUSH_LOCK_TTL_MS",
     "DEFAULT_SHARDS",
     "BufferUnavailable",
     "Counter",

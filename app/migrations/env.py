@@ -38,8 +38,8 @@ target_db = current_app.extensions["migrate"].db
 # ... etc.
 
 
-# The counter engine's ledger comes from engine.schema (run by the migrations), not
-# from the models: autogenerate must not offer to drop it.
+# The counter engine's tables come from its schema steps (engine/sql, copied into the
+# migrations), not from the models: autogenerate must not offer to drop them.
 ENGINE_TABLES = {"counter_shards"}
 
 

@@ -9,7 +9,7 @@ from app import config
 from app.counters import counters
 from app.ids import MAX_ID, at_most
 from engine import DEFAULT_SHARDS
-from engine.flush import FLUSH_THREADS
+from engine.settings import FLUSH_THREADS
 
 
 def test_defaults():

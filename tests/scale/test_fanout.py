@@ -9,8 +9,7 @@ import time
 import pytest
 
 from app.counters import counters
-from engine import BufferUnavailable, StoreUnavailable
-from engine.buffer import FLUSH_LOCK_TTL_MS
+from engine import FLUSH_LOCK_TTL_MS, BufferUnavailable, StoreUnavailable
 from tests.scale.conftest import (
     GROUP_SIZE,
     QUEUE,
