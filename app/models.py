@@ -1,5 +1,5 @@
 """Tables. The counter columns are written by the engine's flush (and recount), never by
-the ORM: read them through ``get_counters().read`` to include the deltas still in Redis."""
+the ORM: read them through ``counters.read`` to include the deltas still in Redis."""
 
 from __future__ import annotations
 

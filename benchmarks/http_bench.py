@@ -9,10 +9,10 @@ Variants (``benchmarks/bench_app.py`` adds the bench-only routes):
 * ``sql_per_view``    ``POST /bench/posts/<id>/sql``: one synchronous UPDATE per view;
 * ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view;
 * ``coalesced``       ``POST /bench/posts/<id>/coalesced``: the opt-in coalescing mode
-  (``app/coalesce.py``), views tallied in the process and pushed every 50 ms.
+  (``engine/coalesce.py``), views tallied in the process and pushed every 50 ms.
 
 A Celery worker runs on the same machine for the whole phase, and a ticker in this
-process sends ``flush_counters`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
+process sends ``counters.flush`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
 would. "Persisted views/s" counts the views that reached Postgres, over the load time
 plus the time after it until they were all there (final flush, or the Celery queue
 drained).

@@ -8,9 +8,9 @@ Celery worker processes.
 For each worker count N it starts N ``celery -A app.celery_utils worker --pool=solo``
 processes (one flushing process each, like ``docker compose up --scale worker=N``),
 then ``reps`` times: vacuums the table, puts ``--counters`` dirty counters in Redis (two
-per post, one delta each, over ``--shards`` shards), sends one ``flush_counters`` and
+per post, one delta each, over ``--shards`` shards), sends one ``counters.flush`` and
 times it until no shard is dirty (polled every 10 ms). That is the whole fan-out: the
-task finds the dirty shards, sends one ``flush_shards`` task per ``--group-size``
+task finds the dirty shards, sends one ``counters.flush_shards`` task per ``--group-size``
 shards, and the workers apply them. Postgres is checked to hold every delta after each
 round. The in-process ``Counters.flush_all()`` (the synchronous admin/CLI path, one
 process, no Celery) runs on the same data as a baseline. Medians of the reps are shown.

@@ -8,7 +8,7 @@ mapping. Units are in the names' docs: intervals are seconds, ``_MS`` millisecon
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,12 @@ def parse_bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Setting:
+    """One configuration key: its default, the parser of its environment variable of the
+    same name (None: not read from the environment), and what it means."""
+
     key: str
     default: Any
-    parse: Callable[[str], Any]
+    parse: Callable[[str], Any] | None
     doc: str
 
 
@@ -84,22 +87,22 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY = {s.key: s for s in SETTINGS}
 
 
-def defaults() -> dict[str, Any]:
-    return {s.key: s.default for s in SETTINGS}
+def defaults(table: Iterable[Setting] = SETTINGS) -> dict[str, Any]:
+    return {s.key: s.default for s in table}
 
 
-def from_environ(environ: Mapping[str, str], keys=None) -> dict[str, Any]:
-    """The settings (of ``keys``, default all) that ``environ`` sets, parsed; an empty
-    value counts as unset. Raises ValueError naming the variable on a bad value."""
+def from_environ(environ: Mapping[str, str], table: Iterable[Setting] = SETTINGS) -> dict:
+    """The settings of ``table`` that ``environ`` sets, parsed; an empty value counts as
+    unset. Raises ValueError naming the variable on a bad value."""
     out = {}
-    for key in keys if keys is not None else BY_KEY:
-        value = environ.get(key)
-        if value is None or value == "":
+    for setting in table:
+        value = environ.get(setting.key)
+        if setting.parse is None or value is None or value == "":
             continue
         try:
-            out[key] = BY_KEY[key].parse(value)
+            out[setting.key] = setting.parse(value)
         except ValueError:
-            raise ValueError(f"{key}={value!r} is not a valid value") from None
+            raise ValueError(f"{setting.key}={value!r} is not a valid value") from None
     return out
 
 

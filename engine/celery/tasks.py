@@ -55,7 +55,8 @@ def register_tasks(celery: Celery, counters, config: Mapping) -> dict:
             rebuild_index.apply_async(expires=expires_s)
         groups = groups_of(engine.dirty_shards(), group_size)
         if len(groups) <= 1:
-            return engine.flush_shards(groups[0] if groups else []).as_dict()
+            shards = groups[0] if groups else []
+            return {**engine.flush_shards(shards).as_dict(), "shards": shards}
         queue = (self.request.delivery_info or {}).get("routing_key")
         dispatched = []
         with self.app.producer_or_acquire() as producer:

@@ -1,4 +1,4 @@
-"""Parallel flush: ``flush_counters`` sends one ``flush_shards`` task per group of dirty
+"""Parallel flush: ``counters.flush`` sends one ``counters.flush_shards`` task per group of dirty
 shards, and several worker processes apply them at once, each batch exactly once."""
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def test_a_shard_another_worker_is_flushing_is_skipped_and_left_pending(scale_ap
 
 
 def shard_flushes(celery, sent: list) -> list[dict]:
-    """The flush summaries behind ``flush_counters`` results: each one itself, or the
-    results of the ``flush_shards`` tasks it sent."""
+    """The flush summaries behind ``counters.flush`` results: each one itself, or the
+    results of the ``counters.flush_shards`` tasks it sent."""
     out = []
     for result in sent:
         summary = result.get(timeout=RESULT_TIMEOUT_S)
