@@ -9,6 +9,7 @@ from dotenv import find_dotenv, load_dotenv
 from flask import Flask, request
 from flask.helpers import get_load_dotenv
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config
 from .celery_utils import celery_init_app
@@ -18,6 +19,7 @@ from .dbpool import ping_when_idle
 from .errors import register_error_handlers
 from .extensions import db, migrate
 from .ids import IdConverter
+from .limits import init_limits
 from .routes import register_blueprints
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -41,10 +43,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         ping_when_idle(db.engine, app.config["DATABASE_PING_IDLE_S"])
     counters.init_app(app)
+    hops = app.config["PROXY_HOPS"]
+    if hops:  # only then is X-Forwarded-For believed, and only that many hops of it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     register_error_handlers(app)
     app.before_request(_refuse_large_bodies)
     register_blueprints(app)
+    init_limits(app)
     register_cli(app)
     celery_init_app(app)
     return app

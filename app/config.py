@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from engine import settings as engine_settings
-from engine.settings import Setting
+from engine.settings import Setting, parse_bool
 
 MAX_CONTENT_LENGTH_BYTES = 1024 * 1024
 LOCK_TIMEOUT_MIN_LOOPS = 3  # CELERY_REDBEAT_LOCK_TIMEOUT >= this many beat loops
@@ -50,6 +50,22 @@ SETTINGS: tuple[Setting, ...] = (
         "s; a standby beat takes over at most this long (plus one loop) after the active "
         f"one dies; at least {LOCK_TIMEOUT_MIN_LOOPS} beat loops",
     ),
+    Setting(
+        "PROXY_HOPS",
+        0,
+        int,
+        "trusted reverse proxies in front of the app: the client address is the one the "
+        "outermost of them saw (X-Forwarded-For); 0 = none, the peer address",
+    ),
+    Setting(
+        "RATELIMIT_ENABLED",
+        True,
+        parse_bool,
+        "Flask-Limiter's switch: 0 turns the abuse limits off (load tests, benchmarks)",
+    ),
+    Setting("LIMIT_SIGNUP", "20 per hour", str, "sign-ups per client address"),
+    Setting("LIMIT_ACTIONS", "120 per minute", str, "likes, collects and shares per user"),
+    Setting("LIMIT_COMMENTS", "30 per minute", str, "comments per user"),
     Setting("MAX_CONTENT_LENGTH", MAX_CONTENT_LENGTH_BYTES, None, "request bodies above: 413"),
     Setting("SQLALCHEMY_ENGINE_OPTIONS", {}, None, "passed to Flask-SQLAlchemy"),
     Setting("CELERY", {}, None, "Celery settings that override app.celery_utils' ones"),
@@ -80,6 +96,8 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
     config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config["DATABASE_URL"])
     config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
     engine_settings.validate(config)
+    if config["PROXY_HOPS"] < 0:
+        raise ValueError("PROXY_HOPS must be 0 (no proxy) or the number of trusted proxies")
     if config["DATABASE_PING_IDLE_S"] < 0:
         raise ValueError("DATABASE_PING_IDLE_S must be 0 (always ping) or more seconds")
     loop_s, lock_s = config["CELERY_BEAT_MAX_LOOP_INTERVAL"], config["CELERY_REDBEAT_LOCK_TIMEOUT"]

@@ -43,6 +43,7 @@ ERRORS = {
     404: "not found (also: an id that is not 1..2**63-1)",
     409: "username taken",
     413: "body over 1 MiB",
+    429: "too many requests: wait Retry-After seconds (abuse limits)",
     503: "Redis or Postgres unavailable",
 }
 
@@ -126,7 +127,7 @@ def content_paths(kind: Kind) -> dict:
             "parameters": one,
             "post": op(
                 f"Comment on a {kind.target_type}; bumps its comments_count",
-                {"201": ok("created", ref(comment)), **errors(400, 401, 404, 413)},
+                {"201": ok("created", ref(comment)), **errors(400, 401, 404, 413, 429)},
                 security=USER,
                 requestBody=body(ref("NewComment")),
             ),
@@ -295,7 +296,7 @@ def document() -> dict:
         "/api/users": {
             "post": op(
                 "Create a user; the token is shown only here",
-                {"201": ok("created", ref("User")), **errors(400, 409, 413)},
+                {"201": ok("created", ref("User")), **errors(400, 409, 413, 429)},
                 requestBody=body(ref("NewUser")),
             )
         }
@@ -310,7 +311,7 @@ def document() -> dict:
             {
                 "201": ok("recorded", ref("Action")),
                 "200": ok("a like or collect that was already there", ref("Action")),
-                **errors(400, 401, 404, 413),
+                **errors(400, 401, 404, 413, 429),
             },
             security=USER,
             requestBody=body(ref("Action")),
@@ -324,7 +325,7 @@ def document() -> dict:
         ],
         "delete": op(
             "Undo a like or collect (a share cannot be undone: 400)",
-            {"204": ok("removed"), **errors(400, 401, 404)},
+            {"204": ok("removed"), **errors(400, 401, 404, 429)},
             security=USER,
         ),
     }

@@ -9,7 +9,10 @@ from .errors import bad_request
 
 def json_object() -> dict:
     """The body as a JSON object, whatever the Content-Type says; otherwise 400."""
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than the parser goes: not a body we take
+        data = None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object", "invalid_json")
     return data

@@ -20,6 +20,9 @@ CONTENT_CHARS = (0, 100_000)
 COMMENT_CHARS = (1, 10_000)
 PAGE_LIMIT = (1, 100)
 PAGE_LIMIT_DEFAULT = 20
+# A page stops once its items' text reaches this many bytes (100 posts of 100k
+# characters would otherwise be a 40 MB answer); ``next`` then continues after it.
+PAGE_MAX_TEXT_BYTES = 1024 * 1024
 
 
 def iso(dt) -> str:
@@ -48,6 +51,17 @@ def comment_json(kind: Kind, row) -> dict:
     }
 
 
+def within_budget(rows: list, more: bool) -> tuple[list, bool]:
+    """The first rows whose text fits in PAGE_MAX_TEXT_BYTES (at least one), and whether
+    more follow."""
+    used = 0
+    for i, row in enumerate(rows):
+        used += len(row.title.encode()) + len(row.content.encode())
+        if used > PAGE_MAX_TEXT_BYTES and i > 0:
+            return rows[:i], True
+    return rows, more
+
+
 def content_blueprint(kind: Kind) -> Blueprint:
     bp = Blueprint(kind.table, __name__, url_prefix=f"/api/{kind.table}")
     what = kind.target_type
@@ -66,6 +80,7 @@ def content_blueprint(kind: Kind) -> Blueprint:
         limit = query_int("limit", PAGE_LIMIT_DEFAULT, *PAGE_LIMIT)
         after = query_int("after", None, 1, 2**63 - 1)
         rows, more = content.page(kind, limit, after)
+        rows, more = within_budget(rows, more)
         counts = counters.read(kind.table, [r.id for r in rows]) if rows else {}
         items = [item_json(r, counts[r.id]) for r in rows if r.id in counts]
         return {"items": items, "next": rows[-1].id if more else None}

@@ -40,7 +40,10 @@ def _schedule():
 
 
 def _body() -> dict:
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than the parser goes
+        data = None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data

@@ -73,6 +73,7 @@ def app_config(database_url: str, **overrides) -> dict:
         "COUNTERS_SCOPE": PREFIX,
         "CELERY": {"task_default_queue": QUEUE},
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "RATELIMIT_ENABLED": False,  # the limits' own tests turn them on
         **overrides,
     }
 
@@ -106,6 +107,7 @@ def beat_keys(client) -> list[bytes]:
 def clean_redis(client) -> None:
     keys = counter_keys(client) + beat_keys(client)
     keys += list(client.scan_iter(match=f"*{QUEUE}*", count=1000))
+    keys += list(client.scan_iter(match=f"LIMITS:LIMITER/limits:{PREFIX}/*", count=1000))
     if keys:
         client.delete(*keys)
 

@@ -4,7 +4,9 @@ from datetime import datetime
 
 import pytest
 
+from app.routes import content as content_routes
 from tests.app.conftest import (
+    ADMIN_TOKEN,
     assert_error,
     bearer,
     comment,
@@ -310,3 +312,46 @@ def test_wrong_method_is_405_json(client, user, kind):
     assert_error(response, 405, "method_not_allowed")
     assert "DELETE" in response.headers["Allow"]
     assert_error(client.get(f"/api/{kind}/{item}/view"), 405)
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # far deeper than any JSON parser recurses
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"),
+    [
+        ("/api/users", None),
+        ("/api/posts", "user"),
+        ("/api/articles", "user"),
+        ("/api/actions", "user"),
+        ("/api/posts/1/comments", "user"),
+        ("/api/admin/counters/schedule", "admin"),
+    ],
+)
+def test_pathologically_nested_json_is_a_400_everywhere(client, user, unchanged, path, auth):
+    create(client, user)
+    headers = {"user": bearer(user), "admin": bearer(ADMIN_TOKEN), None: {}}[auth]
+    method = client.put if path.endswith("/schedule") else client.post
+    with unchanged():
+        response = method(path, data=NESTED, content_type="application/json", headers=headers)
+        assert response.status_code == 400, response.data[:200]
+        assert set(response.json) == {"error", "message"}
+
+
+def test_a_list_page_stays_bounded_in_bytes(client, user, kind, monkeypatch):
+    monkeypatch.setattr(content_routes, "PAGE_MAX_TEXT_BYTES", 25_000)
+    big = "y" * 10_000
+    ids = [
+        client.post(
+            f"/api/{kind}", json={"title": f"t{i}", "content": big}, headers=bearer(user)
+        ).json["id"]
+        for i in range(5)
+    ]
+    page = client.get(f"/api/{kind}?limit=100").json
+    assert [p["id"] for p in page["items"]] == ids[::-1][:2]  # 3 would pass 25,000 bytes
+    assert page["next"] == ids[3]
+    rest = client.get(f"/api/{kind}?limit=100&after={page['next']}").json
+    assert [p["id"] for p in rest["items"]] == ids[2::-1][:2] and rest["next"] == ids[1]
+    huge = "z" * 30_000  # one item over the budget still comes, alone
+    client.post(f"/api/{kind}", json={"title": "huge", "content": huge}, headers=bearer(user))
+    assert len(client.get(f"/api/{kind}?limit=100").json["items"]) == 1
