@@ -17,7 +17,7 @@ export COUNTERS_EMBEDDED ?= 1
 .PHONY: run test lint format bench loadtest install stop-embedded clean-venv
 
 run: $(STAMP)
-	$(PY) -m app.devserver $(ARGS)
+	$(PY) -m harness.devserver $(ARGS)
 
 test: $(STAMP)
 	$(TEST_CMD) $(ARGS)
