@@ -29,10 +29,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from harness import ROOT
 from harness.embedded import process_alive, read_pid, stop_servers
 from harness.ports import free_port
-from harness.processes import NotReady, wait_http
+from harness.processes import NotReady, spawn, wait_http
 
 READY_TIMEOUT_S = 120
 FLUSH_TIMEOUT_S = 30
@@ -91,10 +90,7 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
     cmd = [sys.executable, "-m", "harness.devserver", "--embedded"]
     cmd += ["--data-dir", str(data_dir / "data"), "--port", str(port)]
     children: list[psutil.Process] = []
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
+    proc = spawn(cmd, env=env, output=log)
     try:
         banner = wait_ready(base, proc, log)
         db_url = re.search(r"export DATABASE_URL='([^']+)'", banner).group(1)
