@@ -51,26 +51,26 @@ def _embedded_servers() -> dict[str, str]:
     return _embedded
 
 
-def _find(names: tuple[str, ...], default: str, default_port: int, embedded_key: str) -> str:
+def _find(what: str, names: tuple[str, ...], default: str, embedded_key: str) -> str:
     url = from_env(*names)
     if url:
         return url
-    if reachable(default, default_port):
+    host, port = address(default, 0)
+    if reachable(default, port):
         return default
     if os.environ.get("COUNTERS_EMBEDDED") == "1":
         return _embedded_servers()[embedded_key]
-    what = "Postgres" if embedded_key == "DATABASE_URL" else "Redis"
-    raise ServerMissing(f"{what} at 127.0.0.1:{default_port} is not reachable")
+    raise ServerMissing(f"{what} at {host}:{port} is not reachable")
 
 
 def admin_pg_url() -> str:
     """The test Postgres, as a URL on which databases can be created."""
-    return _find(("TEST_DATABASE_URL", "DATABASE_URL"), DEFAULT_PG, 5432, "DATABASE_URL")
+    return _find("Postgres", ("TEST_DATABASE_URL", "DATABASE_URL"), DEFAULT_PG, "DATABASE_URL")
 
 
 def redis_base_url() -> str:
     """The test Redis, as given (its db number is the caller's to choose)."""
-    return _find(("TEST_REDIS_URL", "REDIS_URL"), DEFAULT_REDIS, 6379, "REDIS_URL")
+    return _find("Redis", ("TEST_REDIS_URL", "REDIS_URL"), DEFAULT_REDIS, "REDIS_URL")
 
 
 def redis_url(db: int) -> str:
