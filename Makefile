@@ -17,7 +17,7 @@ export COUNTERS_EMBEDDED ?= 1
 .PHONY: run test lint format bench loadtest install stop-embedded clean-venv
 
 run: $(STAMP)
-	$(PY) -m app.devserver $(ARGS)
+	$(PY) -m harness.devserver $(ARGS)
 
 test: $(STAMP)
 	$(TEST_CMD) $(ARGS)
@@ -40,8 +40,8 @@ install: $(STAMP)
 
 # Stops embedded servers left running by a killed `make run` or test run.
 stop-embedded: $(STAMP)
-	$(PY) -m app.embedded stop .data
-	$(PY) -m app.embedded stop .data/test
+	$(PY) -m harness.embedded stop .data
+	$(PY) -m harness.embedded stop .data/test
 
 clean-venv:
 	rm -rf $(VENV)

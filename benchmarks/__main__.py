@@ -19,6 +19,8 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness import ROOT
+
 from . import flush_bench, http_bench, loadgen, memory_bench, report
 from .env import BenchEnv
 from .progress import Progress
@@ -159,11 +161,10 @@ def main(argv=None) -> int:
 
 def source_revision() -> dict:
     """The commit measured, and whether engine/ or app/ differ from it."""
-    root = Path(__file__).resolve().parent.parent
 
     def git(*cmd) -> str | None:
         try:
-            out = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True)
+            out = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
         except OSError:
             return None
         return out.stdout.strip() if out.returncode == 0 else None

@@ -12,16 +12,16 @@ import os
 import platform
 import shutil
 import subprocess
-import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
-from urllib.parse import urlsplit
 
 import redis
 import sqlalchemy as sa
 
-DEFAULT_PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+from harness.scratch import ScratchDatabase, scratch_name
+from harness.servers import DEFAULT_PG, DEFAULT_REDIS, from_env
+from harness.urls import with_database, with_redis_db
+
 DEFAULT_REDIS_DB = 13
 
 PACKAGES = (
@@ -38,36 +38,28 @@ PACKAGES = (
 )
 
 
-def _with_path(url: str, path: str) -> str:
-    return urlsplit(url)._replace(path=path).geturl()
-
-
 @dataclass
 class BenchEnv:
     """The servers and names one benchmark run owns; use as a context manager."""
 
     admin_pg_url: str = field(
-        default_factory=lambda: (
-            os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_PG
-        )
+        default_factory=lambda: from_env("BENCH_DATABASE_URL", "DATABASE_URL", default=DEFAULT_PG)
     )
     redis_base_url: str = field(
-        default_factory=lambda: (
-            os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS
-        )
+        default_factory=lambda: from_env("BENCH_REDIS_URL", "REDIS_URL", default=DEFAULT_REDIS)
     )
     redis_db: int = field(
         default_factory=lambda: int(os.environ.get("BENCH_REDIS_DB", DEFAULT_REDIS_DB))
     )
-    db_name: str = field(default_factory=lambda: f"ctrbench_{uuid.uuid4().hex[:8]}")
+    db_name: str = field(default_factory=lambda: scratch_name("ctrbench"))
 
     @property
     def database_url(self) -> str:
-        return _with_path(self.admin_pg_url, f"/{self.db_name}")
+        return with_database(self.admin_pg_url, self.db_name)
 
     @property
     def redis_url(self) -> str:
-        return _with_path(self.redis_base_url, f"/{self.redis_db}")
+        return with_redis_db(self.redis_base_url, self.redis_db)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
@@ -76,10 +68,7 @@ class BenchEnv:
         return sa.create_engine(self.database_url, **kw)
 
     def __enter__(self) -> BenchEnv:
-        admin = sa.create_engine(self.admin_pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{self.db_name}"'))
-        admin.dispose()
+        self._scratch = ScratchDatabase(self.admin_pg_url, self.db_name)
         with self.redis() as r:
             r.flushdb()
         return self
@@ -87,10 +76,7 @@ class BenchEnv:
     def __exit__(self, *exc) -> None:
         with self.redis() as r:
             r.flushdb()
-        admin = sa.create_engine(self.admin_pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
-        admin.dispose()
+        self._scratch.drop()
 
     def describe(self) -> dict:
         """Machine and versions, for the results file."""

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -36,11 +35,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.counters import counters
+from harness.ports import free_port
+from harness.processes import spawn, stop, wait_http
+from harness.stack import Stack
 
 from . import loadgen
 from .cpu import CpuMeter, snapshot
-
-ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS = {
     "noop": ("POST", "/bench/posts/{}/noop"),
@@ -51,14 +51,13 @@ VARIANTS = {
     "coalesced": ("POST", "/bench/posts/{}/coalesced"),  # opt-in mode, see bench_app.py
 }
 # A run in which one gunicorn worker used less than this share of the workers' CPU is
-# repeated (see Stack.measure), at most this many times.
+# repeated (see HttpRun.measure), at most this many times.
 UNBALANCED_SHARE = 0.2
 UNBALANCED_RETRIES = 2
 
 FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced")  # repeated every round
 DISTRIBUTIONS = ("hot", "spread")
 FLUSH_INTERVAL_S = 2.0
-STOP_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -79,26 +78,9 @@ class HttpConfig:
         return [*self.gunicorn.split(), "--log-level", "warning"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group we started, then SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-class Stack:
-    """Schema, seed data, gunicorn, a Celery worker and the flush ticker, for one run."""
+class HttpRun:
+    """Schema, seed data, gunicorn and a Celery worker (a ``harness.stack.Stack`` without
+    beat) and the flush ticker, for one run."""
 
     def __init__(self, env, cfg: HttpConfig, progress=None) -> None:
         self.env = env
@@ -106,8 +88,7 @@ class Stack:
         self.progress = progress
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen] = []
-        self.logs = []
+        self.stack: Stack | None = None
         self.ticker_stop = threading.Event()
         self.ticks = 0
         self.environ = {
@@ -168,52 +149,26 @@ class Stack:
     def counters(self):
         return counters.get(self.app)
 
-    def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
-        log = open(os.devnull, "w") if name != "gunicorn" else None  # noqa: SIM115
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=self.environ,
-            start_new_session=True,
-            stdout=log or subprocess.DEVNULL,
-            stderr=subprocess.PIPE if log is None else log,
-        )
-        self.procs.append(proc)
-        return proc
-
     def start(self) -> None:
-        target = "benchmarks.bench_app:create_bench_app()"
-        argv = [sys.executable, "-m", "gunicorn", *self.cfg.gunicorn_args()]
-        self.gunicorn = self._spawn([*argv, "--bind", f"127.0.0.1:{self.port}", target], "gunicorn")
-        self.worker = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "app.celery_utils",
-                "worker",
+        self.stack = Stack(
+            self.environ,
+            port=self.port,
+            app="benchmarks.bench_app:create_bench_app()",
+            web=self.cfg.gunicorn_args(),
+            worker=[
                 "--include",
                 "benchmarks.bench_app",  # the one-task-per-view baseline's task
-                "--pool",
-                "prefork",
-                "--concurrency",
-                str(self.cfg.celery_concurrency),
-                "--loglevel",
-                "warning",
-                "--without-gossip",
-                "--without-mingle",
+                *("--pool", "prefork", "--concurrency", str(self.cfg.celery_concurrency)),
+                *("--loglevel", "warning", "--without-gossip", "--without-mingle"),
                 "--without-heartbeat",
             ],
-            "celery",
+            beat=None,  # the ticker below sends the flush task instead
+            logs=Path(tempfile.mkdtemp(prefix="ctrbench-logs-")),
         )
-        try:
-            loadgen.wait_port(self.port)
-        except RuntimeError:
-            _stop(self.gunicorn)
-            raise RuntimeError(
-                "gunicorn did not start: " + self.gunicorn.stderr.read().decode()[-2000:]
-            ) from None
+        self.stack.start_all()
+        self.gunicorn = self.stack.procs["web"]
+        self.worker = self.stack.procs["worker"]
+        self.stack.wait_ready()
         self.flush_task().delay().get(timeout=60)  # the worker is up and can reach both stores
         self.cpu = CpuMeter(
             trees={"gunicorn": self.gunicorn.pid, "celery_worker": self.worker.pid},
@@ -231,8 +186,9 @@ class Stack:
 
     def stop(self) -> None:
         self.ticker_stop.set()
-        for proc in reversed(self.procs):
-            _stop(proc)
+        if self.stack is not None:
+            self.stack.stop_all()
+            shutil.rmtree(self.stack.logs, ignore_errors=True)
 
     # -- measuring ------------------------------------------------------------
 
@@ -349,7 +305,7 @@ class Stack:
         return out
 
 
-def count_round_trips(stack: Stack, n: int = 50) -> dict:
+def count_round_trips(stack: HttpRun, n: int = 50) -> dict:
     """Redis round trips and SQL statements per request, counted in-process (test client)."""
     import redis.connection
 
@@ -397,18 +353,14 @@ def count_round_trips(stack: Stack, n: int = 50) -> dict:
     return out
 
 
-def calibrate(cfg: HttpConfig, stack: Stack, progress=None) -> dict:
+def calibrate(cfg: HttpConfig, stack: HttpRun, progress=None) -> dict:
     """The load generators against a static 204 server and against ``noop``."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.static_server", str(port)],
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    server = spawn([sys.executable, "-m", "benchmarks.static_server", str(port)])
     tools = ["wrk", "python"] if loadgen.wrk_path() else ["python"]
     out: dict = {}
     try:
-        loadgen.wait_port(port)
+        wait_http(f"http://127.0.0.1:{port}/", procs=[server])
         for tool in tools:
             static = loadgen.run(
                 f"http://127.0.0.1:{port}",
@@ -441,13 +393,13 @@ def calibrate(cfg: HttpConfig, stack: Stack, progress=None) -> dict:
                     f"({noop.client_cpu_share:.0%} of the machine)"
                 )
     finally:
-        _stop(server)
+        stop(server)
     return out
 
 
 @contextmanager
 def running_stack(env, cfg: HttpConfig, progress=None):
-    stack = Stack(env, cfg, progress)
+    stack = HttpRun(env, cfg, progress)
     stack.build_app()
     stack.migrate_and_seed()
     try:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 
 WATCHDOG_S = 30.0
@@ -182,16 +181,3 @@ def run(
         client_cpu_s=round(cpu, 3),
         machine_cpu_busy=round((busy1 - busy0) / max(1, total1 - total0), 3),
     )
-
-
-def wait_port(port: int, timeout_s: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")

@@ -30,28 +30,28 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 import sqlalchemy as sa
 
 from app.counters import counters
 from app.extensions import db
+from harness import ROOT
+from harness.processes import spawn, stop_all
+from harness.scratch import ScratchDatabase
+from harness.servers import DEFAULT_PG, DEFAULT_REDIS, from_env
+from harness.stack import worker_command
+from harness.urls import require_loopback, with_database, with_redis_db
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_REDIS_DB = 7  # no test, benchmark or load test of the project uses it
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 COUNTERS_PER_POST = 2  # posts.view_count and posts.likes_count
 SEED_CHUNK = 5_000  # increments per pipelined round trip
 POLL_S = 0.01
@@ -78,17 +78,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _with_path(url: str, path: str) -> str:
-    return urlsplit(url)._replace(path=path).geturl()
-
-
-def _loopback(url: str) -> str:
-    host = urlsplit(url).hostname
-    if host not in LOOPBACK:
-        raise SystemExit(f"refusing {host!r}: this benchmark sends traffic to 127.0.0.1 only")
-    return url
-
-
 class Run:
     """One benchmark run's names, servers and worker processes."""
 
@@ -97,16 +86,17 @@ class Run:
         self.id = uuid.uuid4().hex[:8]
         self.prefix = f"scale{self.id}"
         self.queue = f"scaling-{self.id}"
-        self.admin_pg = _loopback(
-            os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_PG
+        self.admin_pg = require_loopback(
+            from_env("BENCH_DATABASE_URL", "DATABASE_URL", default=DEFAULT_PG)
         )
-        redis_base = _loopback(
-            os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS
+        redis_base = require_loopback(
+            from_env("BENCH_REDIS_URL", "REDIS_URL", default=DEFAULT_REDIS)
         )
         db = int(os.environ.get("SCALING_REDIS_DB", DEFAULT_REDIS_DB))
-        self.redis_url = _with_path(redis_base, f"/{db}")
+        self.redis_url = with_redis_db(redis_base, db)
         self.db_name = f"ctrscale_{self.id}"
-        self.database_url = _with_path(self.admin_pg, f"/{self.db_name}")
+        self.database_url = with_database(self.admin_pg, self.db_name)
+        self.scratch: ScratchDatabase | None = None
         self.logs = Path(tempfile.mkdtemp(prefix="ctrscale-"))
         self.procs: list[subprocess.Popen] = []
         self.task_ids: list[str] = []
@@ -125,16 +115,8 @@ class Run:
 
     # -- servers ---------------------------------------------------------------
 
-    def _admin(self, statement: str) -> None:
-        admin = sa.create_engine(self.admin_pg, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(statement))
-        finally:
-            admin.dispose()
-
     def __enter__(self) -> Run:
-        self._admin(f'CREATE DATABASE "{self.db_name}"')
+        self.scratch = ScratchDatabase(self.admin_pg, self.db_name)
         try:
             import flask_migrate
 
@@ -155,7 +137,7 @@ class Run:
                 db.engine.dispose()
             counters.get(self.app).close()
         self._clean_redis()
-        self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        self.scratch.drop()
 
     def _clean_redis(self) -> None:
         r = redis.Redis.from_url(self.redis_url)
@@ -184,24 +166,12 @@ class Run:
         logs = []
         for i in range(n):
             log = self.logs / f"worker-{n}-{i}.log"
-            cmd = [
-                *(sys.executable, "-m", "celery", "-A", "app.celery_utils", "worker"),
+            cmd = worker_command(
                 *("--pool=solo", "-Q", self.queue, "-n", f"scale{i}-{self.id}@%h"),
                 *("--loglevel=info", "--without-mingle", "--without-gossip"),
                 "--without-heartbeat",
-            ]
-            with open(log, "ab") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=self.logs,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+            )
+            self.procs.append(spawn(cmd, cwd=self.logs, env=env, output=log))
             logs.append(log)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(" ready." in log.read_text(errors="replace") for log in logs):
@@ -211,15 +181,7 @@ class Run:
             time.sleep(0.1)
 
     def stop_workers(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_all(self.procs, STOP_TIMEOUT_S)
         self.procs = []
 
     # -- one round ---------------------------------------------------------------

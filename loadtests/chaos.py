@@ -113,7 +113,7 @@ class Chaos:
 
     def _restart_beat(self) -> None:
         proc = self.stack.procs["beat"]
-        graceful = self.stack.stop("beat", timeout=BEAT_STOP_TIMEOUT_S)
+        graceful = self.stack.stop("beat", timeout_s=BEAT_STOP_TIMEOUT_S)
         how = "SIGTERM" if graceful else "SIGTERM, then SIGKILL"
         self._note(f"beat pid {proc.pid} stopped ({how})")
         new = self.stack.start("beat")

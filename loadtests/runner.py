@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,13 +24,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from harness import ROOT
+from harness.processes import signal_group, spawn, tail
+
 from . import report, verify
 from .accounting import EventLog, build_ledger, read_events
 from .chaos import Chaos
 from .monitor import LagMonitor, PeriodicReconcile
 from .seed import Seeder
 from .servers import Servers
-from .stack import ROOT, Stack, tail
+from .stack import Stack
 
 STOP_TIMEOUT_S = 30  # Locust lets users finish their request before stopping them
 DRAIN_TIMEOUT_S = 30.0  # after the load, how long the scheduled flush may take
@@ -184,10 +187,7 @@ def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: O
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     deadline = time.monotonic() + opts.duration_s + STOP_TIMEOUT_S + EXIT_GRACE_S
-    with open(out / "logs" / "locust.out", "wb") as f:
-        locust = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    locust = spawn(cmd, env=env, output=out / "logs" / "locust.out")
     try:
         while locust.poll() is None:
             if chaos is not None:
@@ -203,7 +203,7 @@ def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: O
             time.sleep(0.05)
     finally:
         if locust.poll() is None:
-            os.killpg(locust.pid, 9)
+            signal_group(locust, signal.SIGKILL)
         locust.wait()
     if locust.returncode not in (0, 1):  # 1: some requests failed, reported below
         result.problems.append(f"locust exited {locust.returncode}: see {out}/logs/locust.out")

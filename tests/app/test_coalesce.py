@@ -2,17 +2,16 @@
 process and pushed in one round trip; 404s, Redis outages and shutdowns as documented."""
 
 import signal
-import socket
-import subprocess
-import sys
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
+from harness.ports import free_port
+from harness.processes import spawn, stop_all
+from harness.stack import web_command
 from tests.app.conftest import REDIS_DB, assert_error, create, process_env
-from tests.proxy import TcpProxy
-from tests.servers import ROOT, redis_url
+from tests.proxy import proxied
+from tests.servers import redis_url
 
 NEVER_MS = 3_600_000  # an interval the tests never wait for: pushes happen when they say
 
@@ -85,9 +84,8 @@ def test_views_of_a_row_deleted_while_known_are_dropped_at_push(client, user, co
 
 @pytest.fixture
 def redis_proxy():
-    parts = urlsplit(redis_url(REDIS_DB))
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
-    yield proxy, f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"
+    proxy, url = proxied(redis_url(REDIS_DB), 6379)
+    yield proxy, url
     proxy.close()
 
 
@@ -110,34 +108,14 @@ def test_redis_down_keeps_the_tally_and_turns_views_synchronous(
     assert views(counters, post) == 5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_gunicorn_stopped_pushes_what_it_tallied(client, user, counters, app_db, stop):
     """A real gunicorn stopped gracefully (SIGTERM) or quickly (SIGINT, Ctrl-C): its
     workers push their tallies before they exit."""
     post = create(client, user)
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "2",
-            "--threads",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "app:create_app()",
-        ],
-        cwd=ROOT,
+    server = spawn(
+        web_command(port, "--workers", "2", "--threads", "2", "--log-level", "warning"),
         env=process_env(app_db.url, COUNTERS_COALESCE_MS=str(NEVER_MS)),
     )
     try:
@@ -162,9 +140,7 @@ def test_gunicorn_stopped_pushes_what_it_tallied(client, user, counters, app_db,
         server.send_signal(stop)
         assert server.wait(timeout=30) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        stop_all([server])
     assert views(counters, post) == sent
 
 

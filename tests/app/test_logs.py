@@ -4,13 +4,13 @@ Celery worker writes them."""
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
 
 from engine.logs import JsonLineFormatter, use_json_lines
+from harness.processes import spawn, stop
+from harness.stack import worker_command
 from tests.app.conftest import ADMIN_TOKEN, PREFIX, QUEUE, RUN, act, bearer, create, process_env
 
 TASK_TIMEOUT_S = 60
@@ -89,27 +89,19 @@ def test_worker_writes_flush_and_reconcile_as_single_json_lines(
     client.post(f"/api/posts/{gone}/view")
     assert client.delete(f"/api/posts/{gone}", headers=bearer(user)).status_code == 204
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "app.celery_utils", "worker"]
-            + ["-Q", QUEUE, "-c", "1", "-n", f"logs-{RUN}@%h", "--loglevel=info"]
-            + ["--without-mingle", "--without-gossip", "--without-heartbeat"],
-            cwd=tmp_path,
-            env=process_env(app_db.url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    worker = spawn(
+        worker_command("-Q", QUEUE, "-c", "1", "-n", f"logs-{RUN}@%h", "--loglevel=info")
+        + ["--without-mingle", "--without-gossip", "--without-heartbeat"],
+        cwd=tmp_path,
+        env=process_env(app_db.url),
+        output=log,
+    )
     celery = app.extensions["celery"]
     try:
         flushed = celery.send_task("counters.flush").get(timeout=TASK_TIMEOUT_S)
         reconciled = celery.send_task("counters.reconcile").get(timeout=TASK_TIMEOUT_S)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=TASK_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop(worker, TASK_TIMEOUT_S)
     assert flushed["flushed"] == 3 and flushed["rows_missing"] == 1
     lines = log.read_text().splitlines()
     structured = [json.loads(line) for line in lines if line.startswith("{")]

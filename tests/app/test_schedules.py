@@ -2,9 +2,6 @@
 the admin API and the CLI, followed by a running beat and kept across its restart."""
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from datetime import timezone
@@ -15,6 +12,8 @@ from redbeat.schedulers import RedBeatSchedulerEntry
 
 from engine import intervals
 from engine.celery import schedule
+from harness.processes import spawn, stop
+from harness.stack import beat_command
 from tests.app.conftest import ADMIN_TOKEN, PREFIX, assert_error, bearer, process_env
 
 ADMIN = bearer(ADMIN_TOKEN)
@@ -208,25 +207,11 @@ def wait_for(what: str, check, log: Path, timeout_s: float = WAIT_S):
 def beat(env: dict, log: Path, r):
     """``celery beat`` with RedBeat as a subprocess; stopped with SIGTERM (its lock is
     released), and every message it sent is taken off the shared broker queue."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "app.celery_utils", "beat"]
-            + ["-S", "redbeat.RedBeatScheduler", "--loglevel=debug"],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn(beat_command("--loglevel=debug"), cwd=log.parent, env=env, output=log)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, WAIT_S)
         for task in ("counters.flush", "counters.reconcile"):
             for raw in sent_by(r, proc.pid, task):
                 r.lrem(BEAT_QUEUE, 0, raw)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from redis.cluster import RedisCluster
 
-from tests.cluster.local_cluster import LocalCluster, find_binary
+from harness.embedded import find_binary
+from tests.cluster.local_cluster import LocalCluster
 from tests.engine.conftest import counters, engine_db, make_counters, sql  # noqa: F401
 from tests.servers import CI
 

