@@ -182,6 +182,15 @@ class Counters:
         """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
         return self.live.read(table, ids)[1]
 
+    def read_rows(
+        self, table: str, ids: Sequence[int], columns: Sequence[str]
+    ) -> dict[int, tuple[dict[str, int], dict]]:
+        """``{id: (live counts, {column: value})}`` of existing rows among ``ids``, counting
+        nothing: one Redis round trip and one SQL statement for rows and counts together
+        (what a page needs to show a row)."""
+        _, counts, rows = self.live.read(self.registry.checked_table(table), ids, columns=columns)
+        return {row_id: (counts[row_id], rows[row_id]) for row_id in counts}
+
     def bump_and_read(
         self, name: str, row_id: int, columns: Sequence[str] = ()
     ) -> tuple[Outcome, dict[str, int] | None, dict | None]:
