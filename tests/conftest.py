@@ -1,6 +1,7 @@
 import pytest
 
 from harness.scratch import ScratchDatabase
+from tests.processes import Processes
 from tests.servers import scratch_database
 
 
@@ -17,3 +18,11 @@ def database_factory():
     yield make
     for db in made:
         db.drop()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Start a test's worker, beat or web processes; all stopped when it ends."""
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()

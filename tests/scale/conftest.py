@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from app.counters import counters
 from app.extensions import db
-from harness.processes import spawn, stop_all
 from harness.stack import beat_command, worker_command
 from tests.app.conftest import (  # noqa: F401 - app_db, make_app and r are fixtures
     APP_TABLES,
@@ -35,7 +32,6 @@ from tests.servers import ROOT, redis_url
 
 SHARDS = 16
 GROUP_SIZE = 4  # 16 shards: up to 4 flush_shards tasks per flush
-STOP_WAIT_S = 20
 
 
 def pytest_configure(config):
@@ -75,52 +71,6 @@ def worker_cmd(queue: str, name: str, concurrency: int = 2) -> list[str]:
 
 
 BEAT_CMD = beat_command("--loglevel=info")
-
-
-def log_text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-def wait_for(what: str, check, timeout_s: float, logs: list[Path] = ()):
-    """``check()``'s first truthy result within ``timeout_s``, else fail with the logs."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name} ---\n{log_text(p)[-2500:]}" for p in logs)
-            pytest.fail(f"not within {timeout_s} s: {what}\n{tails}")
-        time.sleep(0.1)
-
-
-class Processes:
-    """Worker and beat processes started by one test (``harness.processes``), with their
-    output in a log file; all stopped at the end (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, name: str, cmd: list[str], env: dict) -> tuple[subprocess.Popen, Path]:
-        log = self.tmp_path / f"{name}.log"
-        proc = spawn(cmd, cwd=self.tmp_path, env=env, output=log)
-        self.procs.append(proc)
-        return proc, log
-
-    @staticmethod
-    def stop(proc: subprocess.Popen) -> None:
-        stop_all([proc], STOP_WAIT_S)  # warm shutdown: running tasks finish
-
-    def stop_all(self) -> None:
-        stop_all(self.procs, STOP_WAIT_S)
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 @pytest.fixture

@@ -11,18 +11,17 @@ import time
 import pytest
 
 from app.counters import counters
+from tests.processes import log_text, wait_for
 from tests.scale.conftest import (
     BEAT_CMD,
     PREFIX,
     QUEUE,
     Traffic,
     backlog,
-    log_text,
     make_posts,
     stack_env,
     totals,
     views_in_postgres,
-    wait_for,
     worker_cmd,
 )
 

@@ -10,6 +10,7 @@ import pytest
 
 from app.counters import counters
 from engine import FLUSH_LOCK_TTL_MS, BufferUnavailable, StoreUnavailable
+from tests.processes import wait_for
 from tests.scale.conftest import (
     GROUP_SIZE,
     QUEUE,
@@ -20,7 +21,6 @@ from tests.scale.conftest import (
     stack_env,
     totals,
     views_in_postgres,
-    wait_for,
     worker_cmd,
 )
 
