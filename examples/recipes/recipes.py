@@ -13,7 +13,7 @@ from celery import Celery, Task
 from flask import Blueprint, Flask, abort, current_app, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects.postgresql import insert
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from engine import Counter, Registry, TargetMissing, schema
 from engine.celery import init_celery
@@ -60,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     counters.init_app(app)
     app.register_blueprint(bp)
+    app.register_error_handler(TargetMissing, lambda exc: json_error(NotFound("no such recipe")))
     app.register_blueprint(counters.admin_blueprint(auth=admin_only), url_prefix="/admin/counters")
     app.add_url_rule("/metrics", view_func=counters.metrics_view)
     app.cli.command("init-db")(init_db)
@@ -104,14 +105,9 @@ def json_error(exc):
     return {"error": exc.name.lower().replace(" ", "_"), "message": exc.description}, exc.code
 
 
-@bp.app_errorhandler(TargetMissing)
-def no_recipe(exc):
-    return {"error": "not_found", "message": "no such recipe"}, 404
-
-
 def field(fields, name: str) -> str:
     """A non-empty string from a JSON object or the headers, else a 400."""
-    value = fields.get(name)
+    value = fields.get(name) if hasattr(fields, "get") else None
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
         abort(400, f"{name} must be a non-empty string")
     return value
@@ -120,7 +116,6 @@ def field(fields, name: str) -> str:
 @bp.post("/recipes")
 def create_recipe():
     data = request.get_json(silent=True)
-    data = data if isinstance(data, dict) else {}
     recipe = Recipe(title=field(data, "title"), author=field(data, "author"))
     db.session.add(recipe)
     db.session.flush()  # assigns its id
@@ -134,6 +129,18 @@ def show_recipe(recipe_id: int):
     recipe = db.session.get(Recipe, recipe_id) or abort(404, "no such recipe")
     counts = counters.read("recipes", [recipe_id]).get(recipe_id) or abort(404, "no such recipe")
     return {"id": recipe.id, "title": recipe.title, "author": recipe.author, **counts}
+
+
+@bp.delete("/recipes/<int:recipe_id>")
+def delete_recipe(recipe_id: int):
+    # FOR UPDATE: heart writers (FOR KEY SHARE) finish first, or find the recipe gone
+    recipe = db.session.get(Recipe, recipe_id, with_for_update=True) or abort(404, "no such recipe")
+    if recipe.author != field(request.headers, "X-User"):
+        abort(403, "only its author may delete a recipe")
+    db.session.delete(recipe)  # its hearts go with it (ON DELETE CASCADE)
+    db.session.commit()
+    counters.deleted("recipes", [recipe_id])  # after the commit; its pending deltas are dropped
+    return "", 204
 
 
 @bp.post("/recipes/<int:recipe_id>/view")

@@ -57,6 +57,25 @@ def test_hearts_are_a_per_user_toggle(site):
     assert site.hearts() == {recipe: 1}
 
 
+def test_a_deleted_recipe_counts_nothing_more_and_its_pending_deltas_are_dropped(site):
+    gone, kept = site.create_recipes(2)
+    client = site.app.test_client()
+    for recipe in (gone, kept):
+        assert client.post(f"/recipes/{recipe}/view").status_code == 204
+        assert (
+            client.post(f"/recipes/{recipe}/hearts", headers={"X-User": "bob"}).status_code == 201
+        )
+    assert client.delete(f"/recipes/{gone}", headers={"X-User": "ann"}).status_code == 204
+
+    error(client.post(f"/recipes/{gone}/view"), 404)
+    error(client.post(f"/recipes/{gone}/hearts", headers={"X-User": "bob"}), 404)
+    error(client.get(f"/recipes/{gone}"), 404)
+    flushed = site.counters.flush_all().as_dict()
+    assert flushed["errors"] == [] and flushed["rows_missing"] == 1
+    assert site.pending() == 0
+    assert site.stored() == {kept: (1, 1)} and site.hearts() == {kept: 1}
+
+
 @pytest.mark.parametrize(
     "method, path, kwargs, status",
     [
@@ -75,6 +94,9 @@ def test_hearts_are_a_per_user_toggle(site):
         ("post", "/recipes/{id}/hearts", {}, 400),
         ("post", "/recipes/{id}/hearts", {"headers": {"X-User": " "}}, 400),
         ("delete", "/recipes/{id}/hearts", {"headers": {"X-User": "ann"}}, 404),
+        ("delete", "/recipes/{id}", {"headers": {"X-User": "bob"}}, 403),
+        ("delete", "/recipes/{id}", {}, 400),
+        ("delete", "/recipes/{missing}", {"headers": {"X-User": "ann"}}, 404),
         ("get", "/recipes/{missing}", {}, 404),
         ("get", "/recipes/99999999999999999999", {}, 404),
         ("get", "/recipes/{id}/view", {}, 405),
