@@ -81,7 +81,8 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object({"broker_url": app.config["REDIS_URL"], **app.config["CELERY"]})
+    url = app.config["REDIS_URL"]
+    celery.config_from_object({"broker_url": url, "redbeat_redis_url": url, **app.config["CELERY"]})
     init_celery(celery, counters, app.config)  # the flush/reconcile tasks and beat entries
     celery.set_default()
     app.extensions["celery"] = celery
