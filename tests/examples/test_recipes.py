@@ -122,9 +122,17 @@ def test_admin_blueprint_metrics_and_cli(site):
     assert site.stored() == {recipe: (1, 0)}
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'counter_increments_accepted_total{counter="recipes.view_count"} 1.0' in metrics
-    stats = site.app.test_cli_runner().invoke(args=["counters", "stats", "--json"])
+    cli = site.app.test_cli_runner()
+    stats = cli.invoke(args=["counters", "stats", "--json"])
     assert stats.exit_code == 0, stats.output
     assert '"pending": 0' in stats.output
+    schedule = cli.invoke(args=["counters", "schedule"])
+    assert schedule.exit_code == 0, schedule.output
+    assert "flush-counters: every 0.5 s (from the config)" in schedule.output
+    assert (
+        "CREATE TABLE IF NOT EXISTS counter_shards"
+        in cli.invoke(args=["counters", "schema-sql"]).output
+    )
 
 
 def stalled_flush(site) -> int | None:
