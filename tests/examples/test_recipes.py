@@ -218,28 +218,38 @@ def test_worker_killed_inside_a_flush_under_load_then_exact_totals(site, process
     assert applied_seq(site, shard) >= stranded["inflight_seq"]
 
 
+def total(site, name: str) -> int:
+    return site.counters.shared_stats()["totals"][name]
+
+
 @pytest.mark.timeout(180)
-def test_reconcile_task_repairs_planted_drift(site, processes):
+def test_reconcile_task_repairs_planted_drift_while_hearts_keep_coming(site, processes):
     ids = site.create_recipes(3)
-    traffic = Traffic(site.app, ids, threads=4, ops=60).start()
-    traffic.join()
-    acked = traffic.acked(ids)
+    first = Traffic(site.app, ids, threads=4, ops=60).start()
+    first.join()
     _, worker_log = processes.start("worker", site.worker_cmd("w"), site.env)
     _, beat_log = processes.start("beat", site.beat_cmd(), site.env)
     logs = [worker_log, beat_log]
-    wait_for("flushed by the beat", lambda: settled(site, acked), WAIT_S, logs)
+    wait_for("flushed by the beat", lambda: settled(site, first.acked(ids)), WAIT_S, logs)
 
     drifted = ids[0]
     with site.sql.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE recipes SET hearts_count = 99 WHERE id = :id"), {"id": drifted}
-        )
-    assert site.shown([drifted])[drifted][1] == 99
+        query = "UPDATE recipes SET hearts_count = hearts_count + 99 WHERE id = :id"
+        conn.execute(sa.text(query), {"id": drifted})
+    views, hearts = first.acked(ids)[drifted]
+    assert site.shown([drifted]) == {drifted: (views, hearts + 99)}
 
-    site.send("counters.reconcile")
-    wait_for("the reconcile task repaired it", lambda: site.stored() == acked, WAIT_S, logs)
+    # the recount runs among hearts written (counted_write) and flushed at the same time
+    with Traffic(site.app, ids, threads=4) as second:
+        site.send("counters.reconcile")
+        wait_for("the reconcile task ran", lambda: total(site, "reconciles") >= 1, WAIT_S, logs)
+    acked = {i: (first.views[i] + second.views[i], first.hearts[i] + second.hearts[i]) for i in ids}
+    wait_for(
+        "Postgres holds exactly the acknowledged counts", lambda: settled(site, acked), WAIT_S, logs
+    )
+    assert total(site, "reconcile_fixed") == 1  # the planted drift, and nothing else
+    assert {i: h for i, (_, h) in acked.items() if h} == dict(site.hearts())
     assert site.shown(ids) == acked
-    assert site.counters.shared_stats()["totals"]["reconcile_fixed"] == 1
 
 
 def test_smoke_script_counts_a_view_and_a_heart_into_postgres():
