@@ -8,6 +8,11 @@ entries that run them, with intervals changeable at runtime.
 Tasks: ``counters.flush`` (scheduled; fans out to ``counters.flush_shards`` when many
 shards are dirty), ``counters.flush_shards``, ``counters.reconcile`` (scheduled; also
 ``.delay(names, ids)`` for a targeted recount), ``counters.rebuild_index``.
+
+The site configures the beat: ``beat_scheduler = "redbeat.RedBeatScheduler"``,
+``redbeat_redis_url`` and a ``redbeat_key_prefix`` of its own (the runtime intervals live
+in RedBeat's keys). The extra brings no broker transport: with a Redis broker, install
+``celery[redis]`` too, or the worker cannot load kombu's Redis transport.
 """
 
 from __future__ import annotations
