@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from tests.examples.isolation import EXAMPLE, REDIS_DB, clean_redis, scope_and_queue, site_env
 from tests.processes import log_text, wait_for
-from tests.servers import CI, ROOT, ScratchDatabase, admin_pg_url, redis_url
+from tests.servers import CI, ROOT, admin_pg_url, redis_url, scratch_database
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(900)]
 
@@ -178,7 +178,7 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
 def test_readme_commands_from_the_fresh_venv_give_a_working_counter(venv, processes, tmp_path):
     """What examples/recipes/README.md has a newcomer run, with the venv's own scripts."""
     site_dir = copy_site(tmp_path)  # the processes' working directory
-    database = ScratchDatabase("wheel")
+    database = scratch_database("wheel")
     scope, queue = scope_and_queue()
     r = redis.Redis.from_url(redis_url(REDIS_DB))
     env = clean_env(**site_env(database.url, scope, queue))

@@ -19,6 +19,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from harness.scratch import ScratchDatabase
 from tests.examples.isolation import (
     EXAMPLE,
     REDIS_DB,
@@ -26,7 +27,7 @@ from tests.examples.isolation import (
     scope_and_queue,
     site_env,
 )
-from tests.servers import ROOT, ScratchDatabase, redis_url
+from tests.servers import ROOT, redis_url, scratch_database
 
 sys.path.insert(0, str(EXAMPLE))  # where its start commands run: `flask --app recipes`
 import recipes  # noqa: E402 - the example site, found on the path set above
@@ -119,7 +120,7 @@ def site(monkeypatch, processes):
     """The example, configured from the environment like a deployment (these variables
     are also what its worker and beat get); ``processes`` are stopped before it goes."""
     scope, queue = scope_and_queue()
-    database = ScratchDatabase("recipes")
+    database = scratch_database("recipes")
     r = redis.Redis.from_url(redis_url(REDIS_DB))
     env = site_env(database.url, scope, queue)
     for key in [k for k in os.environ if k.startswith("FLASK_")]:
