@@ -23,6 +23,21 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
+# Row ids are Postgres bigints. A delta for an id outside them could never be applied and
+# would fail its whole batch, so no such id is ever written; reads treat it as missing.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def _bigint(row_id: int) -> bool:
+    return BIGINT_MIN <= row_id <= BIGINT_MAX
+
+
+def _checked_id(row_id: int) -> int:
+    if not _bigint(row_id):
+        raise ValueError(f"row id {row_id} is not a Postgres bigint")
+    return row_id
+
+
 # A rebuild that dies holds its table's lock this long; a live one takes ~1 s per 1M rows.
 REBUILD_LOCK_TTL_MS = 600_000
 
@@ -88,23 +103,28 @@ class Counters:
         """
         counter = self.registry.get(name)
         table = counter.table if check_exists else None
-        return self.buffer.add(row_id, [(counter.code, n)], table)
+        if check_exists and not _bigint(row_id):
+            return Outcome.MISSING
+        return self.buffer.add(_checked_id(row_id), [(counter.code, n)], table)
 
     def incr_many(self, items: Iterable[tuple[str, int, int]]) -> None:
         """Add ``(name, id, n)`` deltas in one pipelined round trip, without existence checks."""
         rows: dict[int, list[tuple[str, int]]] = {}
         for name, row_id, n in items:
-            rows.setdefault(row_id, []).append((self.registry.get(name).code, n))
+            rows.setdefault(_checked_id(row_id), []).append((self.registry.get(name).code, n))
         self.buffer.add_many(rows.items())
 
     def incr_checked(self, items: Sequence[tuple[str, int, int]]) -> list[Outcome]:
         """``incr(name, id, n, check_exists=True)`` for each ``(name, id, n)``, in one
         pipelined round trip; the outcomes in the same order."""
-        rows = []
+        rows, out = [], []
         for name, row_id, n in items:
             counter = self.registry.get(name)
-            rows.append((row_id, [(counter.code, n)], counter.table))
-        return self.buffer.add_checked(rows)
+            if _bigint(row_id):
+                rows.append((row_id, [(counter.code, n)], counter.table))
+            out.append(_bigint(row_id))
+        outcomes = iter(self.buffer.add_checked(rows))
+        return [next(outcomes) if ok else Outcome.MISSING for ok in out]
 
     def view(self, name: str, row_id: int, n: int = 1) -> bool:
         """Count ``n`` views (or any event) of a row that exists; False, writing nothing,
@@ -127,12 +147,20 @@ class Counters:
 
     def exists(self, table: str, row_id: int) -> bool:
         """Whether Postgres has the row (a primary-key lookup)."""
+        if not _bigint(row_id):
+            return False
         query = sa.text(f"SELECT 1 FROM {self.registry.checked_table(table)} WHERE id = :id")
         with sql_errors(f"look up {table} {row_id}"), self.sql.connect() as conn:
             return conn.execute(query, {"id": row_id}).first() is not None
 
     def counted_write(
-        self, session: Session, name: str, target_id: int, statement: sa.Executable, delta: int
+        self,
+        name: str,
+        target_id: int,
+        statement: sa.Executable,
+        delta: int,
+        *,
+        session: Session,
     ) -> sa.Row | None:
         """Change a counter's source rows and the counter together, so that a reconcile
         never counts the change twice (see ``engine.writes``).
@@ -180,7 +208,7 @@ class Counters:
 
     def read(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """Live counts (Postgres + unapplied deltas) of existing rows among ``ids``."""
-        return self.live.read(table, ids)[1]
+        return self.live.read(table, [i for i in ids if _bigint(i)])[1]
 
     def read_rows(
         self, table: str, ids: Sequence[int], columns: Sequence[str]
@@ -188,6 +216,7 @@ class Counters:
         """``{id: (live counts, {column: value})}`` of existing rows among ``ids``, counting
         nothing: one Redis round trip and one SQL statement for rows and counts together
         (what a page needs to show a row)."""
+        ids = [i for i in ids if _bigint(i)]
         _, counts, rows = self.live.read(self.registry.checked_table(table), ids, columns=columns)
         return {row_id: (counts[row_id], rows[row_id]) for row_id in counts}
 
@@ -198,6 +227,8 @@ class Counters:
         its ``columns``, fetched by the same SQL statement (one Redis round trip, one
         statement). Counts and row are None when the row is gone."""
         counter = self.registry.get(name)
+        if not _bigint(row_id):
+            return Outcome.MISSING, None, None
         if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:  # beyond the bitmap: ask Postgres
             return Outcome.NOT_LOADED, None, None
         outcome, counts, rows = self.live.read(

@@ -18,8 +18,9 @@ class Counter:
 
     ``code`` is the short, stable tag stored in every Redis field of this counter:
     changing it while deltas are pending orphans them, so never reuse or rename one.
-    ``recount`` is an SQL query taking ``:ids`` (a ``bigint[]``) and returning rows
-    ``(id, value)``; ids it does not return count as 0. ``None`` means the counter
+    ``recount`` is an SQL query taking ``:ids`` (bound as a Postgres array literal,
+    ``'{1,2,3}'``: write ``= ANY(CAST(:ids AS bigint[]))``) and returning rows ``(id,
+    value)``; ids it does not return count as 0. ``None`` means the counter
     has no exact source (views) and reconcile leaves it alone.
     ``indexed``: its table gets an existence index in Redis, so that ``Counters.view``
     refuses ids that do not exist without asking Postgres. Default: counters without a

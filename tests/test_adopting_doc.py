@@ -92,7 +92,7 @@ def test_every_step_of_the_example_shows_its_engine_lines():
         "counters.created(",
         "counters.deleted(",
         "counters.counted_write(",
-        "counters.read(",
+        "counters.read_rows(",
         "TargetMissing",
         "counters.admin_blueprint(",
         "counters.metrics_view",

@@ -76,13 +76,15 @@ class FlaskCounters:
         sql: sa.Engine | Callable[[], sa.Engine] | None = None,
         redis=None,
         error_handlers: bool = True,
+        **options,
     ) -> None:
         """Bind the engine to ``app``.
 
         ``sql`` is a SQLAlchemy engine, or a function returning one, called in the app
         context (default: Flask-SQLAlchemy's ``db.engine``). ``redis`` is the counter
         client (default: built from COUNTERS_REDIS_URL, else REDIS_URL, by
-        ``engine.clients.redis_client``, with COUNTERS_REDIS_CLUSTER).
+        ``engine.clients.redis_client``, with COUNTERS_REDIS_CLUSTER). Other keyword
+        arguments go to ``engine.Counters`` (``hook``, ``flush_lock_ttl_ms``).
         """
         for key, value in settings.defaults().items():
             app.config.setdefault(key, value)
@@ -99,8 +101,9 @@ class FlaskCounters:
             engine,
             self.registry,
             shards=app.config["COUNTERS_SHARDS"],
-            scope=app.config["COUNTERS_SCOPE"],
+            scope=str(app.config["COUNTERS_SCOPE"]),  # from_prefixed_env may give a number
             flush_threads=app.config["COUNTERS_FLUSH_THREADS"],
+            **options,
         )
         coalescer = None
         if app.config["COUNTERS_COALESCE_MS"] > 0:
@@ -142,11 +145,11 @@ class FlaskCounters:
             return state.coalescer.count(name, row_id)
         return state.counters.view(name, row_id)
 
-    def counted_write(self, name, target_id, statement, delta, session=None):
+    def counted_write(self, name, target_id, statement, delta, *, session=None):
         """``Counters.counted_write`` in ``session`` (default: Flask-SQLAlchemy's)."""
         if session is None:
             session = current_app.extensions["sqlalchemy"].session
-        return self.get().counted_write(session, name, target_id, statement, delta)
+        return self.get().counted_write(name, target_id, statement, delta, session=session)
 
     def __getattr__(self, name: str):
         # every other public Counters method, on the current app's instance

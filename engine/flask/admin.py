@@ -55,31 +55,34 @@ def admin_blueprint(auth: Callable | None = None, name: str = "counters_admin") 
     bp.register_error_handler(HTTPException, _json_error)
     guard = auth or (lambda view: view)
 
-    @bp.post("/flush")
-    @guard
+    def route(rule: str, method: str):
+        # endpoints named here, so an ``auth`` decorator need not keep the view's name
+        def register(view):
+            bp.add_url_rule(rule, view.__name__, guard(view), methods=[method])
+            return view
+
+        return register
+
+    @route("/flush", "POST")
     def flush():
         counters = _counters()
         counters.ensure_index()
         return counters.flush_all().as_dict()
 
-    @bp.post("/reconcile")
-    @guard
+    @route("/reconcile", "POST")
     def reconcile():
         return _counters().reconcile().as_dict()
 
-    @bp.get("/stats")
-    @guard
+    @route("/stats", "GET")
     def stats():
         return _counters().report()
 
-    @bp.get("/schedule")
-    @guard
+    @route("/schedule", "GET")
     def schedule():
         module, celery = _schedule()
         return module.describe(celery, current_app.config)
 
-    @bp.put("/schedule")
-    @guard
+    @route("/schedule", "PUT")
     def set_schedule():
         """Set the flush and/or reconcile interval (seconds); a running beat follows."""
         data = _body()

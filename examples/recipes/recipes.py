@@ -127,9 +127,9 @@ def create_recipe():
 
 @bp.get("/recipes/<int:recipe_id>")
 def show_recipe(recipe_id: int):
-    recipe = db.session.get(Recipe, recipe_id) or abort(404, "no such recipe")
-    counts = counters.read("recipes", [recipe_id]).get(recipe_id) or abort(404, "no such recipe")
-    return {"id": recipe.id, "title": recipe.title, "author": recipe.author, **counts}
+    found = counters.read_rows("recipes", [recipe_id], ("title", "author")).get(recipe_id)
+    counts, recipe = found or abort(404, "no such recipe")  # live counts, and the row
+    return {"id": recipe_id, **recipe, **counts}
 
 
 @bp.delete("/recipes/<int:recipe_id>")
