@@ -8,6 +8,7 @@ involved, sent in parallel).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .batch import decoded
 from .errors import BufferUnavailable, redis_errors
-from .keys import OLDEST_FIELD, Keys, field
+from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
+from .lineage import Base
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Claim:
     claimed_ms: int
     resumed: bool
     fields: list[bytes]
+    base: Base | None = None  # None: written before batches carried one
 
     @property
     def deltas(self) -> dict[str, int]:
@@ -67,6 +70,8 @@ class Unapplied:
     inflight: dict[str, int]
     inflight_seq: int | None  # None: no inflight batch, or one not numbered yet
     last_seq: int | None
+    pending_base: Base | None = None
+    inflight_base: Base | None = None
 
 
 def _load(name: str) -> str:
@@ -129,6 +134,8 @@ class Buffer:
     def __init__(self, redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        # starts a shard's lineage when a wiped Redis takes its first increment
+        self.gen_token = secrets.token_hex(4)
         self._incr = redis.register_script(_load("incr.lua"))
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
@@ -142,10 +149,11 @@ class Buffer:
     def _incr_call(self, row_id: int, pairs: Sequence[tuple[str, int]], table: str | None):
         """Arguments of one incr script call for one row."""
         shard = self.keys.shard_of(row_id)
-        keys = [self.keys.pending(shard), self.keys.accepted(shard)]
+        k = self.keys
+        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard)]
         if table is not None:
-            keys.append(self.keys.exists(shard, table))
-        args: list = [now_ms(), self.keys.exists_offset(row_id)]
+            keys.append(k.exists(shard, table))
+        args: list = [now_ms(), self.gen_token, k.exists_offset(row_id)]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
@@ -220,7 +228,7 @@ class Buffer:
             reply = self._claim(keys=self.keys.shard_keys(shard), args=[token, now_ms()])
         if not reply:
             return None
-        token, seq, claimed_ms, resumed, flat = reply
+        token, seq, claimed_ms, resumed, flat, base = reply
         if flat and isinstance(flat[0], str):  # a client with decode_responses=True
             flat = [x.encode() for x in flat]
         return Claim(
@@ -230,12 +238,14 @@ class Buffer:
             int(claimed_ms),
             bool(resumed),
             flat,
+            Base.parse(base),
         )
 
     def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:
         """The seq of the batch claimed under ``token`` (``fresh_seq`` unless it already
         had one), or None when that batch is gone: another flush finished it."""
-        keys = [self.keys.batch(shard), self.keys.seq(shard)]
+        k = self.keys
+        keys = [k.batch(shard), k.seq(shard), k.pending(shard), k.gen(shard)]
         with redis_errors(f"number shard {shard}"):
             seq = self._assign(keys=keys, args=[token, fresh_seq])
         return int(seq) if seq is not None else None
@@ -261,11 +271,16 @@ class Buffer:
         if local < 1:
             raise BufferUnavailable(f"shard {shard}: claim not fsynced in {timeout_ms} ms")
 
-    def release(self, shard: int, token: str) -> bool:
-        """Forget a batch that Postgres holds; a no-op unless it is still the inflight one."""
-        keys = [self.keys.inflight(shard), self.keys.batch(shard)]
+    def release(self, shard: int, token: str, gen: str | None = None) -> bool:
+        """Forget a batch that Postgres holds; a no-op unless it is still the inflight one.
+
+        With ``gen``, the shard takes that lineage too (in the same script): the flush
+        found this Redis behind Postgres (engine/lineage.py).
+        """
+        keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
+        args = [token] if gen is None else [token, gen]
         with redis_errors(f"release shard {shard}"):
-            return bool(self._release(keys=keys, args=[token]))
+            return bool(self._release(keys=keys, args=args))
 
     # -- reading -------------------------------------------------------------
 
@@ -292,13 +307,15 @@ class Buffer:
     @staticmethod
     def parse_unapplied(shards, fields_by_shard, replies) -> dict[int, Unapplied]:
         out = {}
-        for s, (pending, inflight, iseq, last) in zip(shards, replies, strict=True):
+        for s, (pending, inflight, iseq, last, pbase, ibase) in zip(shards, replies, strict=True):
             names = fields_by_shard[s]
             out[s] = Unapplied(
                 pending={f: int(v) for f, v in zip(names, pending, strict=True) if v is not None},
                 inflight={f: int(v) for f, v in zip(names, inflight, strict=True) if v is not None},
                 inflight_seq=int(iseq) if iseq is not None else None,
                 last_seq=int(last) if last is not None else None,
+                pending_base=Base.parse(pbase),
+                inflight_base=Base.parse(ibase),
             )
         return out
 
@@ -307,21 +324,21 @@ class Buffer:
         with redis_errors("backlog"):
             pipe = self.redis.pipeline(transaction=False)
             for s in range(self.keys.shards):
-                pipe.hlen(self.keys.pending(s))
-                pipe.hget(self.keys.pending(s), OLDEST_FIELD)
-                pipe.hlen(self.keys.inflight(s))
-                pipe.hget(self.keys.inflight(s), OLDEST_FIELD)
+                for key in (self.keys.pending(s), self.keys.inflight(s)):
+                    pipe.hlen(key)
+                    pipe.hget(key, OLDEST_FIELD)
+                    pipe.hexists(key, BASE_FIELD)
                 pipe.hget(self.keys.batch(s), "seq")
             raw = pipe.execute()
         out = []
         for s in range(self.keys.shards):
-            plen, pt, ilen, it, seq = raw[s * 5 : s * 5 + 5]
+            plen, pt, pb, ilen, it, ib, seq = raw[s * 7 : s * 7 + 7]
             oldest = min((int(t) for t in (pt, it) if t is not None), default=None)
             out.append(
                 {
                     "shard": s,
-                    "pending": max(plen - 1, 0) if plen else 0,
-                    "inflight": max(ilen - 1, 0) if ilen else 0,
+                    "pending": max(plen - (pt is not None) - pb, 0),
+                    "inflight": max(ilen - (it is not None) - ib, 0),
                     "inflight_seq": _int(seq) or None,
                     "oldest_ms": oldest,
                 }

@@ -69,6 +69,47 @@ class Counters:
         table = counter.table if check_exists else None
         return self.buffer.add(row_id, [(counter.code, n)], table)
 
+    def incr_if_exists(self, name: str, row_id: int, n: int = 1) -> bool:
+        """Add ``n`` if the row exists; False (nothing written) when it does not.
+
+        One Redis round trip when the existence index knows the row. When the index
+        says the row is missing, or is not loaded, Postgres decides (one primary-key
+        lookup): the index may be older than the table (Redis restarted from a dump) or
+        gone, and a row that exists must never read as missing. A row found that way is
+        counted, and marked again in a stale index; a lost index is left for
+        :meth:`ensure_index` (a background task) to rebuild.
+        """
+        counter = self.registry.get(name)
+        outcome = self.buffer.add(row_id, [(counter.code, n)], counter.table)
+        if outcome is Outcome.COUNTED:
+            return True
+        return self._add_if_stored(counter, row_id, n, outcome)
+
+    def _add_if_stored(self, counter, row_id: int, n: int, outcome: Outcome) -> bool:
+        if not self.existence.stored(counter.table, [row_id]):
+            return False
+        self.buffer.add(row_id, [(counter.code, n)])
+        if outcome is Outcome.MISSING:
+            # created after the index's snapshot; if it is deleted meanwhile, the flush
+            # drops its deltas like any for a deleted row
+            self.existence.mark(counter.table, [row_id])
+        return True
+
+    def index_loaded(self, tables: Iterable[str] | None = None) -> bool:
+        """True when the existence index of every table (default: the registry's) is loaded."""
+        return all(self.existence.loaded(t) for t in tables or self.registry.tables())
+
+    def ensure_index(self, tables: Iterable[str] | None = None) -> dict[str, int]:
+        """Load the existence index of each table (default: the registry's) that lacks
+        one; returns the rows marked per table loaded. For a background task."""
+        return self.existence.ensure_loaded(tables or self.registry.tables())
+
+    def rebuild_index(self, table: str) -> int:
+        """Drop and reload the existence index of ``table`` (after Redis came back from
+        an old dump: clears rows deleted since); returns the rows marked."""
+        self.existence.drop(table)
+        return self.existence.load(table)
+
     def incr_many(self, items: Iterable[tuple[str, int, int]]) -> None:
         """Add ``(name, id, n)`` deltas in one pipelined round trip, without existence checks."""
         rows: dict[int, list[tuple[str, int]]] = {}
@@ -94,11 +135,19 @@ class Counters:
     ) -> tuple[Outcome, dict[str, int] | None, dict | None]:
         """Count one event on an existing row; return its live counts (including it) and
         its ``columns``, fetched by the same SQL statement (one Redis round trip, one
-        statement). Counts and row are None when the row is gone."""
+        statement). Counts and row are None when the row is gone.
+
+        ``Outcome.MISSING`` is confirmed by Postgres (see :meth:`incr_if_exists`): a
+        row the index lacks but the table has is counted and read like any other.
+        ``Outcome.NOT_LOADED`` means the index is gone and nothing was written.
+        """
         counter = self.registry.get(name)
         outcome, counts, rows = self.live.read(
             counter.table, [row_id], bump=counter, columns=columns
         )
+        if outcome is Outcome.MISSING and self._add_if_stored(counter, row_id, 1, outcome):
+            outcome = Outcome.COUNTED
+            _, counts, rows = self.live.read(counter.table, [row_id], columns=columns)
         return outcome, counts.get(row_id), rows.get(row_id)
 
     def flush_shard(self, shard: int) -> ShardFlush | None:

@@ -3,7 +3,12 @@
 ``counter_shards`` keeps, per key prefix and shard, the seq of the last batch applied.
 Batch seqs come from ``counter_batch_seq``, so they never repeat, even after Redis
 loses its data; a batch whose seq is not above ``applied_seq`` is already in Postgres.
-The ledger is one row per shard, so it never needs pruning.
+``gen``, ``base_seq``, ``past_gens`` and ``verdict`` say which Redis history that batch
+came from and what the flush did with it (engine/lineage.py). The ledger is one row
+per shard, so it never needs pruning.
+
+Every statement is idempotent: ``create()`` (and a migration running :data:`DDL`)
+brings a ledger of any earlier version up to date.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ DDL = [
         applied_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (scope, shard)
     )""",
+    "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS gen text",
+    "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS base_seq bigint",
+    "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS past_gens text[] NOT NULL DEFAULT '{}'",
+    "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS verdict text NOT NULL DEFAULT 'applied'",
 ]
 
 DROP = ["DROP TABLE IF EXISTS counter_shards", "DROP SEQUENCE IF EXISTS counter_batch_seq"]

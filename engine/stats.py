@@ -20,6 +20,8 @@ TOTALS = (
     "counters_applied",
     "rows_missing",
     "deltas_dropped",
+    "batches_rolled_back",
+    "deltas_dropped_rollback",
     "flush_errors",
     "reconciles",
     "reconcile_checked",
@@ -36,15 +38,17 @@ class Stats:
 
     def record_flush(self, summary) -> None:
         """Add one flush_all() summary to the totals and keep it as the last flush."""
-        applied = [s for s in summary.shards if not s.already_applied]
+        applied = [s for s in summary.shards if s.applied]
         incr = {
             "flushes": 1,
             "batches": len(applied),
-            "batches_already_applied": len(summary.shards) - len(applied),
+            "batches_already_applied": sum(1 for s in summary.shards if s.already_applied),
             "claims_resumed": sum(1 for s in summary.shards if s.resumed),
             "counters_applied": sum(s.counters for s in applied),
             "rows_missing": sum(s.rows_missing for s in applied),
-            "deltas_dropped": sum(s.deltas_dropped for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in summary.shards),
+            "batches_rolled_back": sum(1 for s in summary.shards if s.rolled_back),
+            "deltas_dropped_rollback": sum(s.dropped_rollback for s in summary.shards),
             "flush_errors": len(summary.errors),
         }
         last = {"at_ms": now_ms(), **summary.as_dict()}

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.servers import CI
 
@@ -73,6 +75,8 @@ class RedisProcess:
         return "--appendonly" in self.options and "yes" in self.options
 
     def client(self, **kw) -> redis.Redis:
+        """A client that fails fast while the server is down (no retries, no backoff)."""
+        kw.setdefault("retry", Retry(NoBackoff(), 0))
         return redis.Redis(port=self.port, **kw)
 
     def start(self) -> redis.Redis:

@@ -13,8 +13,6 @@ from tests.engine.redis_process import RedisProcess
 from tests.engine.test_faults import run_victim, wait_out_victim_lock
 from tests.engine.test_reconcile import like
 
-pytestmark = pytest.mark.xfail(strict=True, reason="restored deltas reapplied; late rows missing")
-
 
 @pytest.fixture
 def server(tmp_path):
