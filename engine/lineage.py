@@ -99,34 +99,36 @@ def successor_fate(base: Base | None, ledger: Ledger | None) -> str:
     return ahead
 
 
-_VERDICT = f"""CASE
+_VERDICT = f"""(CASE
         WHEN EXCLUDED.gen IS NULL THEN '{APPLIED}'
         WHEN EXCLUDED.gen = c.gen THEN
             CASE WHEN EXCLUDED.base_seq >= c.applied_seq THEN '{APPLIED}' ELSE '{STALE}' END
         WHEN EXCLUDED.gen = ANY(c.past_gens) THEN '{PAST}'
-        ELSE '{NEW_GEN}' END"""
+        ELSE '{NEW_GEN}' END)"""
+# a stale batch that was resumed, unless the ledger's last batch had its very base
+_MINT = """(EXCLUDED.gen = c.gen AND EXCLUDED.base_seq < c.applied_seq
+        AND CAST(:mint AS text) IS NOT NULL AND c.base_seq IS DISTINCT FROM EXCLUDED.base_seq)"""
 
 # Locks the shard's ledger row and records the batch, in one statement: no row back
 # means the batch (its seq) is already in Postgres; else ``verdict`` says whether to
 # apply it and ``gen`` is the lineage Redis must carry from now on. Parameters: scope,
 # shard, seq, bgen/bseq (the batch's base, or NULL), mint (a new gen, or NULL unless the
-# batch was resumed).
+# batch was resumed). The verdict is spelled out in each SET expression: a sub-select
+# computing it once costs Postgres more planning than the repeats cost evaluating.
 MARK_APPLIED = sa.text(
     f"""INSERT INTO counter_shards AS c (scope, shard, applied_seq, gen, base_seq)
     VALUES (:scope, :shard, :seq, CAST(:bgen AS text), CAST(:bseq AS bigint))
-    ON CONFLICT (scope, shard) DO UPDATE
-    SET (applied_seq, applied_at, base_seq, verdict, gen, past_gens) = (
-        SELECT EXCLUDED.applied_seq, now(), EXCLUDED.base_seq, v.verdict,
-            CASE WHEN v.verdict = '{NEW_GEN}' THEN EXCLUDED.gen
-                 WHEN v.mint THEN CAST(:mint AS text)
-                 ELSE c.gen END,
-            CASE WHEN c.gen IS NOT NULL AND (v.verdict = '{NEW_GEN}' OR v.mint)
-                 THEN (c.gen || c.past_gens)[1:{PAST_GENS}]
-                 ELSE c.past_gens END
-        FROM (SELECT {_VERDICT} AS verdict) d,
-        LATERAL (SELECT d.verdict,
-                        d.verdict = '{STALE}' AND CAST(:mint AS text) IS NOT NULL
-                        AND c.base_seq IS DISTINCT FROM EXCLUDED.base_seq AS mint) v)
+    ON CONFLICT (scope, shard) DO UPDATE SET
+        applied_seq = EXCLUDED.applied_seq,
+        applied_at = now(),
+        base_seq = EXCLUDED.base_seq,
+        verdict = {_VERDICT},
+        gen = CASE WHEN {_VERDICT} = '{NEW_GEN}' THEN EXCLUDED.gen
+                   WHEN {_MINT} THEN CAST(:mint AS text)
+                   ELSE c.gen END,
+        past_gens = CASE WHEN c.gen IS NOT NULL AND ({_VERDICT} = '{NEW_GEN}' OR {_MINT})
+                         THEN (c.gen || c.past_gens)[1:{PAST_GENS}]
+                         ELSE c.past_gens END
     WHERE c.applied_seq < EXCLUDED.applied_seq
     RETURNING verdict, gen"""
 )
