@@ -5,7 +5,13 @@ No Flask or Celery here: pass in a Redis client, a SQLAlchemy engine and a Regis
 
 from .buffer import Outcome
 from .counters import DEFAULT_SHARDS, Counters
-from .errors import BufferUnavailable, CounterError, StoreUnavailable, UnknownCounter
+from .errors import (
+    BufferUnavailable,
+    CounterError,
+    StoreUnavailable,
+    UnknownCounter,
+    UnsafeRedis,
+)
 from .flush import FLUSH_THREADS, FlushSummary, ShardFlush
 from .reconcile import Fix, ReconcileResult, lock_target
 from .registry import Counter, Registry
@@ -25,5 +31,6 @@ __all__ = [
     "ShardFlush",
     "StoreUnavailable",
     "UnknownCounter",
+    "UnsafeRedis",
     "lock_target",
 ]

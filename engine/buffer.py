@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -26,7 +25,7 @@ from .lineage import Base
 
 log = logging.getLogger(__name__)
 
-DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its claim
+DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its batch
 # A shard flush takes ~30 ms for 1,500 counters; a flusher killed mid-flush holds its
 # shard back for at most this long. Correctness never rests on it: batches are fenced.
 FLUSH_LOCK_TTL_MS = 5_000
@@ -140,7 +139,8 @@ class Buffer:
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
         self._unlock = redis.register_script(_load("unlock.lua"))
-        self._waitaof = isinstance(redis.pipeline(transaction=False), Pipeline)
+        self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
+        self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
 
@@ -241,35 +241,68 @@ class Buffer:
             Base.parse(base),
         )
 
+    def number(self, shard: int, token: str, fresh_seq: int | None) -> int | None:
+        """Give the batch claimed under ``token`` its seq (``fresh_seq``, unless it has
+        one already) and wait until Redis has fsynced it (``WAITAOF``); returns the
+        batch's seq, or None when that batch is gone: another flush finished it.
+
+        A claim and its seq must survive a Redis crash once Postgres may hold the batch.
+        WAITAOF waits only for the writes of its own connection, so it goes out behind
+        the numbering script, which always writes, in one pipeline on the connection of
+        the node that owns the shard: even a batch claimed and numbered by a flusher
+        that died is covered (the AOF is sequential). Without AOF, or before Redis 7.2,
+        there is nothing to wait for; raises BufferUnavailable if the fsync does not
+        come within DURABLE_TIMEOUT_MS.
+        """
+        return self._number(shard, token, fresh_seq, durable=True)
+
     def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:
-        """The seq of the batch claimed under ``token`` (``fresh_seq`` unless it already
-        had one), or None when that batch is gone: another flush finished it."""
+        """:meth:`number` without waiting for the fsync (what a flusher that dies right
+        after numbering leaves behind)."""
+        return self._number(shard, token, fresh_seq, durable=False)
+
+    def _number(self, shard: int, token: str, fresh_seq: int | None, durable: bool):
         k = self.keys
         keys = [k.batch(shard), k.seq(shard), k.pending(shard), k.gen(shard)]
+        args = [token, "" if fresh_seq is None else fresh_seq, now_ms()]
+        client, node = self._node_of(k.batch(shard))
+        wait = durable and node not in self._no_waitaof
         with redis_errors(f"number shard {shard}"):
-            seq = self._assign(keys=keys, args=[token, fresh_seq])
-        return int(seq) if seq is not None else None
+            if node not in self._assign_loaded:  # a NOSCRIPT would cost a second WAITAOF
+                client.script_load(self._assign.script)
+                self._assign_loaded.add(node)
+            for _ in range(2):
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("EVALSHA", self._assign.sha, len(keys), *keys, *args)
+                if wait:
+                    pipe.execute_command("WAITAOF", 1, 0, DURABLE_TIMEOUT_MS)
+                replies = pipe.execute(raise_on_error=False)
+                if not isinstance(replies[0], NoScriptError):
+                    break
+                # nothing ran (a restarted or new server): load the script, send both again
+                client.script_load(self._assign.script)
+            if isinstance(replies[0], Exception):
+                raise replies[0]
+        if wait:
+            self._fsynced(shard, node, replies[1])
+        return int(replies[0]) if replies[0] is not None else None
 
-    def make_durable(self, shard: int, timeout_ms: int = DURABLE_TIMEOUT_MS) -> None:
-        """Wait until Redis has fsynced its append-only file up to now (``WAITAOF``).
+    def _node_of(self, key: str):
+        """(client, name) of the node that owns ``key``: the client itself, or on a
+        Redis Cluster the client of the primary of the key's slot."""
+        if hasattr(self.redis, "get_node_from_key"):
+            node = self.redis.get_node_from_key(key)
+            return self.redis.get_redis_connection(node), node.name
+        return self.redis, ""
 
-        A claim and its seq must survive a Redis crash once Postgres may hold the batch:
-        an AOF that lost them would hand the same deltas out again, unnumbered. Without
-        AOF, or before Redis 7.2, or on a cluster client, there is nothing to wait for
-        and this is a no-op; raises BufferUnavailable if the fsync does not come in time.
-        """
-        if not self._waitaof:
-            return
-        try:
-            local, _ = self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)
-        except ResponseError as exc:  # unknown command, or appendonly disabled
-            log.info("WAITAOF unavailable, batches are not fsynced first: %s", exc)
-            self._waitaof = False
-            return
-        except RedisError as exc:
-            raise BufferUnavailable(f"waitaof shard {shard}: {exc}") from exc
-        if local < 1:
-            raise BufferUnavailable(f"shard {shard}: claim not fsynced in {timeout_ms} ms")
+    def _fsynced(self, shard: int, node: str, reply) -> None:
+        if isinstance(reply, ResponseError):  # unknown command, or appendonly disabled
+            log.info("WAITAOF unavailable on %s, batches are not fsynced first: %s", node, reply)
+            self._no_waitaof.add(node)
+        elif isinstance(reply, RedisError):
+            raise BufferUnavailable(f"waitaof shard {shard}: {reply}") from reply
+        elif reply[0] < 1:
+            raise BufferUnavailable(f"shard {shard}: batch not fsynced in {DURABLE_TIMEOUT_MS} ms")
 
     def release(self, shard: int, token: str, gen: str | None = None) -> bool:
         """Forget a batch that Postgres holds; a no-op unless it is still the inflight one.

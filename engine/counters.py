@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
+from . import durability
 from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError
 from .exists import Existence
@@ -195,3 +196,13 @@ class Counters:
 
     def backlog(self) -> list[dict]:
         return self.buffer.backlog()
+
+    def durability(self) -> dict:
+        """What the buffer's Redis keeps across a crash, per primary: version, AOF on/off,
+        appendfsync, WAITAOF available, maxmemory-policy (see engine.durability)."""
+        return durability.report(self.buffer.redis)
+
+    def check_durability(self, allow_eviction: bool = False) -> dict:
+        """:meth:`durability`, or UnsafeRedis when a primary may evict pending deltas
+        (``maxmemory-policy allkeys-*``) and ``allow_eviction`` is False."""
+        return durability.check(self.buffer.redis, allow_eviction)

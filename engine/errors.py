@@ -25,6 +25,10 @@ class StoreUnavailable(CounterError):
     """Postgres (the counter store) could not be reached or a statement failed."""
 
 
+class UnsafeRedis(CounterError):
+    """Redis is set up so that it may evict pending deltas (``maxmemory-policy allkeys-*``)."""
+
+
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
     """Re-raise any redis-py error (a whole cluster down included) as BufferUnavailable."""

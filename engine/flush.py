@@ -6,7 +6,8 @@ Protocol, per shard:
    inflight batch a crashed flush left (its token, and its seq if it has one).
 2. number: a new batch takes ``seq = nextval('counter_batch_seq')`` (Postgres, so
    seqs survive a Redis reset) and stores it with the batch (Lua; the first one
-   stored wins, and only while the batch still carries our token).
+   stored wins, and only while the batch still carries our token); a resumed batch
+   keeps its seq.
 3. ONE transaction: upsert ``counter_shards.applied_seq = seq`` only where it is
    below ``seq``; no row back means the batch is already in Postgres, so apply
    nothing. The same statement judges the batch's lineage (engine/lineage.py): a
@@ -16,9 +17,11 @@ Protocol, per shard:
 4. release (Lua): delete inflight, only if it still carries our token (and, after a
    rollback, give the shard the lineage the ledger now holds).
 
-Between 2 and 3 the flush waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with
-AOF on): a Redis crash that rolled back a claim or a seq after Postgres committed
-the batch would otherwise hand the same deltas out again.
+Step 2 also waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with AOF on), on the
+connection of the numbering script, even for a batch resumed with its seq: a Redis
+crash that rolled back a claim or a seq after Postgres committed the batch would
+otherwise hand the same deltas out again (the lineage check would still drop them,
+engine/lineage.py, but this keeps them from coming back at all).
 
 Races closed: a worker killed after claim or inside the transaction leaves the
 inflight batch, which the next flush resumes; killed after commit, the next flush
@@ -237,12 +240,10 @@ class Flusher:
         if claim is None:
             return None
         self._stage("claimed", shard)
-        seq = claim.seq
-        if seq is None:
-            seq = self.buffer.assign_seq(shard, claim.token, self._next_seq())
-            if seq is None:  # finished by another flush while we were numbering it
-                return None
-        self.buffer.make_durable(shard)
+        fresh = self._next_seq() if claim.seq is None else None
+        seq = self.buffer.number(shard, claim.token, fresh)
+        if seq is None:  # finished by another flush while we were numbering it
+            return None
         self._stage("numbered", shard)
         result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
         batch = split(self.registry, claim.fields)

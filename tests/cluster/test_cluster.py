@@ -272,7 +272,6 @@ def aof_cluster(local_cluster):
         cluster.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="not fenced / not reported yet")
 def test_a_resumed_batch_is_fenced_on_the_master_of_its_shard(aof_cluster, sql):
     cluster, client = aof_cluster
     counters = Counters(client, sql, REGISTRY, shards=SHARDS)

@@ -77,7 +77,7 @@ class RedisProcess:
     def client(self, **kw) -> redis.Redis:
         """A client that fails fast while the server is down (no retries, no backoff)."""
         kw.setdefault("retry", Retry(NoBackoff(), 0))
-        return redis.Redis(port=self.port, **kw)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def start(self) -> redis.Redis:
         """Start (again) from whatever the data directory holds; returns a client."""
