@@ -17,6 +17,7 @@ from .errors import (
     StoreUnavailable,
     TargetMissing,
     UnknownCounter,
+    UnsafeRedis,
 )
 from .flush import FlushSummary, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
@@ -40,6 +41,7 @@ __all__ = [
     "StoreUnavailable",
     "TargetMissing",
     "UnknownCounter",
+    "UnsafeRedis",
     "ViewCoalescer",
     "redis_client",
 ]

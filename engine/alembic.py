@@ -18,7 +18,13 @@ from __future__ import annotations
 from . import schema
 
 # step -> statements that undo it
-UNDO = {"0001_ledger": schema.DROP}
+UNDO = {
+    "0001_ledger": schema.DROP,
+    "0002_lineage": [
+        f"ALTER TABLE counter_shards DROP COLUMN IF EXISTS {column}"
+        for column in ("verdict", "past_gens", "base_seq", "gen")
+    ],
+}
 
 
 def upgrade(op, step: str) -> None:

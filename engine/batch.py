@@ -14,7 +14,7 @@ import re
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 
-from .keys import OLDEST_FIELD
+from .keys import META_FIELDS, OLDEST_FIELD
 from .registry import Registry
 
 _OLDEST = OLDEST_FIELD.encode()
@@ -63,12 +63,12 @@ class Batch:
 def split(registry: Registry, flat: list[bytes]) -> Batch:
     """Parse a claim's flat ``[name, delta, …]`` reply (bytes) into a :class:`Batch`."""
     names = flat[0::2]
-    size = len(names)
     oldest = None
     if _OLDEST in names:
         oldest = int(flat[2 * names.index(_OLDEST) + 1])
-        size -= 1
     blob = b"\n".join(flat)
+    # bookkeeping fields (keys.META_FIELDS) start with "_"; names and digits never do
+    size = len(names) - blob.count(b"\n_") - blob.startswith(b"_")
     tables: dict[str, TableDeltas] = {}
     matched = 0
     for counter in sorted(registry, key=lambda c: (c.table, c.column)):
@@ -90,6 +90,6 @@ def decoded(flat: list) -> dict[str, int]:
     out = {}
     for i in range(0, len(flat), 2):
         name = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
-        if name != OLDEST_FIELD:
+        if name not in META_FIELDS:
             out[name] = int(flat[i + 1])
     return out

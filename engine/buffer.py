@@ -8,23 +8,24 @@ involved, sent in parallel).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .batch import decoded
 from .errors import BufferUnavailable, redis_errors
-from .keys import OLDEST_FIELD, Keys, field
+from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
+from .lineage import Base
 
 log = logging.getLogger(__name__)
 
-DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its claim
+DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its batch
 # A shard flush takes ~30 ms for 1,500 counters; a flusher killed mid-flush holds its
 # shard back for at most this long. Correctness never rests on it: batches are fenced.
 FLUSH_LOCK_TTL_MS = 5_000
@@ -52,6 +53,7 @@ class Claim:
     claimed_ms: int
     resumed: bool
     fields: list[bytes]
+    base: Base | None = None  # None: written before batches carried one
 
     @property
     def deltas(self) -> dict[str, int]:
@@ -67,6 +69,8 @@ class Unapplied:
     inflight: dict[str, int]
     inflight_seq: int | None  # None: no inflight batch, or one not numbered yet
     last_seq: int | None
+    pending_base: Base | None = None
+    inflight_base: Base | None = None
 
 
 def _load(name: str) -> str:
@@ -129,11 +133,14 @@ class Buffer:
     def __init__(self, redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        # starts a shard's lineage when a wiped Redis takes its first increment
+        self.gen_token = secrets.token_hex(4)
         self._incr = redis.register_script(_load("incr.lua"))
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
         self._unlock = redis.register_script(_load("unlock.lua"))
-        self._waitaof = isinstance(redis.pipeline(transaction=False), Pipeline)
+        self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
+        self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
 
@@ -142,10 +149,11 @@ class Buffer:
     def _incr_call(self, row_id: int, pairs: Sequence[tuple[str, int]], table: str | None):
         """Arguments of one incr script call for one row."""
         shard = self.keys.shard_of(row_id)
-        keys = [self.keys.pending(shard), self.keys.accepted(shard)]
+        k = self.keys
+        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard)]
         if table is not None:
-            keys.append(self.keys.exists(shard, table))
-        args: list = [now_ms(), self.keys.exists_offset(row_id)]
+            keys.append(k.exists(shard, table))
+        args: list = [now_ms(), self.gen_token, k.exists_offset(row_id)]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
@@ -220,7 +228,7 @@ class Buffer:
             reply = self._claim(keys=self.keys.shard_keys(shard), args=[token, now_ms()])
         if not reply:
             return None
-        token, seq, claimed_ms, resumed, flat = reply
+        token, seq, claimed_ms, resumed, flat, base = reply
         if flat and isinstance(flat[0], str):  # a client with decode_responses=True
             flat = [x.encode() for x in flat]
         return Claim(
@@ -230,42 +238,82 @@ class Buffer:
             int(claimed_ms),
             bool(resumed),
             flat,
+            Base.parse(base),
         )
 
-    def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:
-        """The seq of the batch claimed under ``token`` (``fresh_seq`` unless it already
-        had one), or None when that batch is gone: another flush finished it."""
-        keys = [self.keys.batch(shard), self.keys.seq(shard)]
-        with redis_errors(f"number shard {shard}"):
-            seq = self._assign(keys=keys, args=[token, fresh_seq])
-        return int(seq) if seq is not None else None
+    def number(self, shard: int, token: str, fresh_seq: int | None) -> int | None:
+        """Give the batch claimed under ``token`` its seq (``fresh_seq``, unless it has
+        one already) and wait until Redis has fsynced it (``WAITAOF``); returns the
+        batch's seq, or None when that batch is gone: another flush finished it.
 
-    def make_durable(self, shard: int, timeout_ms: int = DURABLE_TIMEOUT_MS) -> None:
-        """Wait until Redis has fsynced its append-only file up to now (``WAITAOF``).
-
-        A claim and its seq must survive a Redis crash once Postgres may hold the batch:
-        an AOF that lost them would hand the same deltas out again, unnumbered. Without
-        AOF, or before Redis 7.2, or on a cluster client, there is nothing to wait for
-        and this is a no-op; raises BufferUnavailable if the fsync does not come in time.
+        A claim and its seq must survive a Redis crash once Postgres may hold the batch.
+        WAITAOF waits only for the writes of its own connection, so it goes out behind
+        the numbering script, which always writes, in one pipeline on the connection of
+        the node that owns the shard: even a batch claimed and numbered by a flusher
+        that died is covered (the AOF is sequential). Without AOF, or before Redis 7.2,
+        there is nothing to wait for; raises BufferUnavailable if the fsync does not
+        come within DURABLE_TIMEOUT_MS.
         """
-        if not self._waitaof:
-            return
-        try:
-            local, _ = self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)
-        except ResponseError as exc:  # unknown command, or appendonly disabled
-            log.info("WAITAOF unavailable, batches are not fsynced first: %s", exc)
-            self._waitaof = False
-            return
-        except RedisError as exc:
-            raise BufferUnavailable(f"waitaof shard {shard}: {exc}") from exc
-        if local < 1:
-            raise BufferUnavailable(f"shard {shard}: claim not fsynced in {timeout_ms} ms")
+        return self._number(shard, token, fresh_seq, durable=True)
 
-    def release(self, shard: int, token: str) -> bool:
-        """Forget a batch that Postgres holds; a no-op unless it is still the inflight one."""
-        keys = [self.keys.inflight(shard), self.keys.batch(shard)]
+    def assign_seq(self, shard: int, token: str, fresh_seq: int) -> int | None:
+        """:meth:`number` without waiting for the fsync (what a flusher that dies right
+        after numbering leaves behind)."""
+        return self._number(shard, token, fresh_seq, durable=False)
+
+    def _number(self, shard: int, token: str, fresh_seq: int | None, durable: bool):
+        k = self.keys
+        keys = [k.batch(shard), k.seq(shard), k.pending(shard), k.gen(shard)]
+        args = [token, "" if fresh_seq is None else fresh_seq, now_ms()]
+        client, node = self._node_of(k.batch(shard))
+        wait = durable and node not in self._no_waitaof
+        with redis_errors(f"number shard {shard}"):
+            if node not in self._assign_loaded:  # a NOSCRIPT would cost a second WAITAOF
+                client.script_load(self._assign.script)
+                self._assign_loaded.add(node)
+            for _ in range(2):
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("EVALSHA", self._assign.sha, len(keys), *keys, *args)
+                if wait:
+                    pipe.execute_command("WAITAOF", 1, 0, DURABLE_TIMEOUT_MS)
+                replies = pipe.execute(raise_on_error=False)
+                if not isinstance(replies[0], NoScriptError):
+                    break
+                # nothing ran (a restarted or new server): load the script, send both again
+                client.script_load(self._assign.script)
+            if isinstance(replies[0], Exception):
+                raise replies[0]
+        if wait:
+            self._fsynced(shard, node, replies[1])
+        return int(replies[0]) if replies[0] is not None else None
+
+    def _node_of(self, key: str):
+        """(client, name) of the node that owns ``key``: the client itself, or on a
+        Redis Cluster the client of the primary of the key's slot."""
+        if hasattr(self.redis, "get_node_from_key"):
+            node = self.redis.get_node_from_key(key)
+            return self.redis.get_redis_connection(node), node.name
+        return self.redis, ""
+
+    def _fsynced(self, shard: int, node: str, reply) -> None:
+        if isinstance(reply, ResponseError):  # unknown command, or appendonly disabled
+            log.info("WAITAOF unavailable on %s, batches are not fsynced first: %s", node, reply)
+            self._no_waitaof.add(node)
+        elif isinstance(reply, RedisError):
+            raise BufferUnavailable(f"waitaof shard {shard}: {reply}") from reply
+        elif reply[0] < 1:
+            raise BufferUnavailable(f"shard {shard}: batch not fsynced in {DURABLE_TIMEOUT_MS} ms")
+
+    def release(self, shard: int, token: str, gen: str | None = None) -> bool:
+        """Forget a batch that Postgres holds; a no-op unless it is still the inflight one.
+
+        With ``gen``, the shard takes that lineage too (in the same script): the flush
+        found this Redis behind Postgres (engine/lineage.py).
+        """
+        keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
+        args = [token] if gen is None else [token, gen]
         with redis_errors(f"release shard {shard}"):
-            return bool(self._release(keys=keys, args=[token]))
+            return bool(self._release(keys=keys, args=args))
 
     # -- reading -------------------------------------------------------------
 
@@ -292,13 +340,15 @@ class Buffer:
     @staticmethod
     def parse_unapplied(shards, fields_by_shard, replies) -> dict[int, Unapplied]:
         out = {}
-        for s, (pending, inflight, iseq, last) in zip(shards, replies, strict=True):
+        for s, (pending, inflight, iseq, last, pbase, ibase) in zip(shards, replies, strict=True):
             names = fields_by_shard[s]
             out[s] = Unapplied(
                 pending={f: int(v) for f, v in zip(names, pending, strict=True) if v is not None},
                 inflight={f: int(v) for f, v in zip(names, inflight, strict=True) if v is not None},
                 inflight_seq=int(iseq) if iseq is not None else None,
                 last_seq=int(last) if last is not None else None,
+                pending_base=Base.parse(pbase),
+                inflight_base=Base.parse(ibase),
             )
         return out
 
@@ -307,21 +357,21 @@ class Buffer:
         with redis_errors("backlog"):
             pipe = self.redis.pipeline(transaction=False)
             for s in range(self.keys.shards):
-                pipe.hlen(self.keys.pending(s))
-                pipe.hget(self.keys.pending(s), OLDEST_FIELD)
-                pipe.hlen(self.keys.inflight(s))
-                pipe.hget(self.keys.inflight(s), OLDEST_FIELD)
+                for key in (self.keys.pending(s), self.keys.inflight(s)):
+                    pipe.hlen(key)
+                    pipe.hget(key, OLDEST_FIELD)
+                    pipe.hexists(key, BASE_FIELD)
                 pipe.hget(self.keys.batch(s), "seq")
             raw = pipe.execute()
         out = []
         for s in range(self.keys.shards):
-            plen, pt, ilen, it, seq = raw[s * 5 : s * 5 + 5]
+            plen, pt, pb, ilen, it, ib, seq = raw[s * 7 : s * 7 + 7]
             oldest = min((int(t) for t in (pt, it) if t is not None), default=None)
             out.append(
                 {
                     "shard": s,
-                    "pending": max(plen - 1, 0) if plen else 0,
-                    "inflight": max(ilen - 1, 0) if ilen else 0,
+                    "pending": max(plen - (pt is not None) - pb, 0),
+                    "inflight": max(ilen - (it is not None) - ib, 0),
                     "inflight_seq": _int(seq) or None,
                     "oldest_ms": oldest,
                 }

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from . import report, writes
+from . import durability, report, writes
 from .buffer import FLUSH_LOCK_TTL_MS, MAX_BIT_OFFSET, Buffer, Outcome
-from .errors import BufferUnavailable, CounterError, redis_errors, sql_errors
+from .errors import BufferUnavailable, CounterError, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, Keys
@@ -98,8 +99,9 @@ class Counters:
         """Add ``n`` to a counter in one Redis round trip; Postgres gets it at the next flush.
 
         With ``check_exists`` nothing is written unless the row is in the existence
-        index (``Outcome.MISSING``); ``Outcome.NOT_LOADED`` means the index is gone and
-        the caller must check Postgres itself (:meth:`view` does both).
+        index (``Outcome.MISSING``); ``Outcome.NOT_LOADED`` means the index is gone.
+        Either may be wrong about a row the index has not caught up with:
+        :meth:`view` asks Postgres then.
         """
         counter = self.registry.get(name)
         table = counter.table if check_exists else None
@@ -130,28 +132,33 @@ class Counters:
         """Count ``n`` views (or any event) of a row that exists; False, writing nothing,
         when it does not.
 
-        Normally one Redis round trip and no SQL: the existence index answers inside the
-        increment script. When Redis has lost the index, Postgres answers (a primary-key
-        lookup) and the delta is added without the check.
+        One Redis round trip and no SQL when the existence index knows the row. When the
+        index says the row is missing, or is not loaded, Postgres decides (one
+        primary-key lookup): the index may be older than the table (Redis restarted from
+        a dump) or gone, and a row that exists must never read as missing. A row found
+        that way is counted, and marked again in a stale index; a lost index is left for
+        :meth:`ensure_index` (a background task) to rebuild.
         """
+        counter = self.registry.get(name)
         outcome = self.incr(name, row_id, n, check_exists=True)
-        if outcome is Outcome.NOT_LOADED:
-            return self._add_if_exists(name, row_id, n)
-        return outcome is Outcome.COUNTED
+        if outcome is Outcome.COUNTED:
+            return True
+        return _bigint(row_id) and self._add_if_stored(counter, row_id, n, outcome)
 
-    def _add_if_exists(self, name: str, row_id: int, n: int) -> bool:
-        if not self.exists(self.registry.get(name).table, row_id):
+    def _add_if_stored(self, counter, row_id: int, n: int, outcome: Outcome) -> bool:
+        if not self.existence.stored(counter.table, [row_id]):
             return False
-        self.incr(name, row_id, n)
+        self.buffer.add(row_id, [(counter.code, n)])
+        if outcome is Outcome.MISSING:
+            # created after the index's snapshot; if it is deleted meanwhile, the flush
+            # drops its deltas like any for a deleted row
+            self.existence.mark(counter.table, [row_id])
         return True
 
     def exists(self, table: str, row_id: int) -> bool:
         """Whether Postgres has the row (a primary-key lookup)."""
-        if not _bigint(row_id):
-            return False
-        query = sa.text(f"SELECT 1 FROM {self.registry.checked_table(table)} WHERE id = :id")
-        with sql_errors(f"look up {table} {row_id}"), self.sql.connect() as conn:
-            return conn.execute(query, {"id": row_id}).first() is not None
+        table = self.registry.checked_table(table)
+        return _bigint(row_id) and bool(self.existence.stored(table, [row_id]))
 
     def counted_write(
         self,
@@ -180,29 +187,46 @@ class Counters:
     def created(self, table: str, ids: Iterable[int]) -> None:
         """Record new rows in the existence index (call before or right after their
         INSERT commits: before, a rolled-back insert only leaves a mark whose deltas the
-        flush drops; after, views in between would get a 404)."""
-        self.existence.mark(table, ids)
+        flush drops; after, views in between ask Postgres)."""
+        self.existence.mark(table, [i for i in ids if _bigint(i)])
 
     def deleted(self, table: str, ids: Iterable[int]) -> None:
         """Record deleted rows (after their DELETE committed); their pending deltas are
         dropped by the next flush."""
-        self.existence.unmark(table, ids)
-
-    def rebuild_index(self, table: str) -> int:
-        """Mark every row of ``table`` in the existence index (after rows were inserted
-        behind the engine's back, say by a bulk load); returns the rows marked."""
-        return self.existence.load(self.registry.checked_table(table))
+        self.existence.unmark(table, [i for i in ids if _bigint(i)])
 
     def missing_indexes(self) -> list[str]:
-        """Counted tables whose existence index Redis has lost (one round trip each)."""
+        """Indexed tables whose existence index Redis has lost (one round trip each)."""
         return [t for t in self.registry.indexed_tables() if not self.existence.loaded(t)]
 
     def ensure_index(self, tables: Iterable[str] | None = None) -> dict[str, int]:
-        """Rebuild the existence index of each table (default: every indexed table)
-        whose index Redis lost; returns rows marked per table rebuilt."""
-        return self.existence.ensure_loaded(
-            tables if tables is not None else self.registry.tables()
-        )
+        """Load the existence index of each table (default: every indexed table) that
+        lacks one; returns rows marked per table loaded. For a background task: a table
+        another process is loading (its lock held) is left to that process."""
+        done = {}
+        for table in tables if tables is not None else self.registry.indexed_tables():
+            if self.existence.loaded(table):
+                continue
+            lock, token = self.keys.rebuilding(table), uuid.uuid4().hex
+            with redis_errors("index rebuild lock"):
+                if not self.buffer.redis.set(lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
+                    continue
+            try:
+                done[table] = self.existence.load(table)
+                record = {"event": "index_rebuilt", "table": table, "rows": done[table]}
+                log.info("%s", json.dumps(record))
+            finally:
+                with redis_errors("index rebuild lock"):
+                    self.buffer._unlock(keys=[lock], args=[token])  # only if still ours
+        return done
+
+    def rebuild_index(self, table: str) -> int:
+        """Drop and reload the existence index of ``table``: after rows were inserted
+        behind the engine's back (a bulk load), or after Redis came back from an old dump
+        (clears rows deleted since); returns the rows marked."""
+        table = self.registry.checked_table(table)
+        self.existence.drop(table)
+        return self.existence.load(table)
 
     # -- reading ----------------------------------------------------------------
 
@@ -225,7 +249,12 @@ class Counters:
     ) -> tuple[Outcome, dict[str, int] | None, dict | None]:
         """Count one event on an existing row; return its live counts (including it) and
         its ``columns``, fetched by the same SQL statement (one Redis round trip, one
-        statement). Counts and row are None when the row is gone."""
+        statement). Counts and row are None when the row is gone.
+
+        ``Outcome.MISSING`` is confirmed by Postgres (see :meth:`view`): a
+        row the index lacks but the table has is counted and read like any other.
+        ``Outcome.NOT_LOADED`` means the index is gone and nothing was written.
+        """
         counter = self.registry.get(name)
         if not _bigint(row_id):
             return Outcome.MISSING, None, None
@@ -234,6 +263,9 @@ class Counters:
         outcome, counts, rows = self.live.read(
             counter.table, [row_id], bump=counter, columns=columns
         )
+        if outcome is Outcome.MISSING and self._add_if_stored(counter, row_id, 1, outcome):
+            outcome = Outcome.COUNTED
+            _, counts, rows = self.live.read(counter.table, [row_id], columns=columns)
         return outcome, counts.get(row_id), rows.get(row_id)
 
     def view_and_read(
@@ -243,16 +275,17 @@ class Counters:
         value})``, or None when the row does not exist (nothing is counted then).
 
         One Redis round trip and one SQL statement in the normal case; when Redis lost
-        the existence index, Postgres is asked first (as in :meth:`view`).
+        the existence index, or it has not caught up with the row, Postgres is asked (as
+        in :meth:`view`).
         """
         outcome, counts, row = self.bump_and_read(name, row_id, columns)
         if outcome is Outcome.MISSING:
             return None
         if outcome is Outcome.NOT_LOADED:
-            if not self._add_if_exists(name, row_id, 1):
+            counter = self.registry.get(name)
+            if not self._add_if_stored(counter, row_id, 1, outcome):
                 return None
-            table = self.registry.get(name).table
-            _, found, rows = self.live.read(table, [row_id], columns=columns)
+            _, found, rows = self.live.read(counter.table, [row_id], columns=columns)
             counts, row = found.get(row_id), rows.get(row_id)
         if row is None or counts is None:  # deleted meanwhile: its view is dropped at flush
             return None
@@ -367,3 +400,13 @@ class Counters:
     def close(self) -> None:
         """Close the Redis client's connections (the SQL engine is the caller's)."""
         self.buffer.redis.close()
+
+    def durability(self) -> dict:
+        """What the buffer's Redis keeps across a crash, per primary: version, AOF on/off,
+        appendfsync, WAITAOF available, maxmemory-policy (see engine.durability)."""
+        return durability.report(self.buffer.redis)
+
+    def check_durability(self, allow_eviction: bool = False) -> dict:
+        """:meth:`durability`, or UnsafeRedis when a primary may evict pending deltas
+        (``maxmemory-policy allkeys-*``) and ``allow_eviction`` is False."""
+        return durability.check(self.buffer.redis, allow_eviction)

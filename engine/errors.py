@@ -29,6 +29,10 @@ class TargetMissing(CounterError):
     """The row a counted write points at (a liked post, a commented article) is gone."""
 
 
+class UnsafeRedis(CounterError):
+    """Redis is set up so that it may evict pending deltas (``maxmemory-policy allkeys-*``)."""
+
+
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
     """Re-raise any redis-py error (a whole cluster down included) as BufferUnavailable."""

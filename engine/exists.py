@@ -4,6 +4,11 @@ increments for rows that do not exist without asking Postgres.
 Bit 0 of every shard's bitmap means "loaded". After a Redis reset the bitmaps are
 gone, increments report ``Outcome.NOT_LOADED`` and callers fall back to Postgres
 until :meth:`Existence.load` has rebuilt them from the table.
+
+The index can also come back OLDER than Postgres (Redis restarted from a dump): rows
+created since then are not marked. So "not in the index" is never the last word:
+``Counters.view`` confirms a miss with a primary-key lookup
+(:meth:`Existence.stored`) and marks the row again when it does exist.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sqlalchemy as sa
 from .buffer import MAX_BIT_OFFSET
 from .errors import redis_errors, sql_errors
 from .keys import Keys
+from .sqlarrays import int_array
 
 LOAD_CHUNK_ROWS = 10_000
 
@@ -41,6 +47,20 @@ class Existence:
     def unmark(self, table: str, ids: Iterable[int]) -> None:
         """Record rows as gone (call after their DELETE committed)."""
         self._set(table, ids, 0)
+
+    def stored(self, table: str, ids: Iterable[int]) -> set[int]:
+        """The ``ids`` that are rows of ``table`` in Postgres (one primary-key lookup)."""
+        query = sa.text(f"SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))")
+        with sql_errors(f"look up {table} ids"), self.sql.connect() as conn:
+            return {r[0] for r in conn.execute(query, {"ids": int_array(ids)})}
+
+    def drop(self, table: str) -> None:
+        """Forget the index of ``table``: increments say NOT_LOADED until it is loaded."""
+        with redis_errors("existence index"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in range(self.keys.shards):
+                pipe.delete(self.keys.exists(s, table))
+            pipe.execute()
 
     def loaded(self, table: str) -> bool:
         """True when every shard's bitmap of ``table`` carries its 'loaded' bit."""

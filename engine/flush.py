@@ -6,16 +6,22 @@ Protocol, per shard:
    inflight batch a crashed flush left (its token, and its seq if it has one).
 2. number: a new batch takes ``seq = nextval('counter_batch_seq')`` (Postgres, so
    seqs survive a Redis reset) and stores it with the batch (Lua; the first one
-   stored wins, and only while the batch still carries our token).
+   stored wins, and only while the batch still carries our token); a resumed batch
+   keeps its seq.
 3. ONE transaction: upsert ``counter_shards.applied_seq = seq`` only where it is
    below ``seq``; no row back means the batch is already in Postgres, so apply
-   nothing. Otherwise one ``UPDATE ... FROM unnest(...)`` per table, rows locked
-   in id order; rows that no longer exist are dropped and counted.
-4. release (Lua): delete inflight, only if it still carries our token.
+   nothing. The same statement judges the batch's lineage (engine/lineage.py): a
+   batch that Redis handed out again after coming back older than Postgres is
+   dropped and counted. Otherwise one ``UPDATE ... FROM unnest(...)`` per table,
+   rows locked in id order; rows that no longer exist are dropped and counted.
+4. release (Lua): delete inflight, only if it still carries our token (and, after a
+   rollback, give the shard the lineage the ledger now holds).
 
-Between 2 and 3 the flush waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with
-AOF on): a Redis crash that rolled back a claim or a seq after Postgres committed
-the batch would otherwise hand the same deltas out again.
+Step 2 also waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with AOF on), on the
+connection of the numbering script, even for a batch resumed with its seq: a Redis
+crash that rolled back a claim or a seq after Postgres committed the batch would
+otherwise hand the same deltas out again (the lineage check would still drop them,
+engine/lineage.py, but this keeps them from coming back at all).
 
 Races closed: a worker killed after claim or inside the transaction leaves the
 inflight batch, which the next flush resumes; killed after commit, the next flush
@@ -42,9 +48,11 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from .batch import Batch, split
-from .buffer import FLUSH_LOCK_TTL_MS, Buffer, now_ms
+from . import lineage
+from .batch import Batch, decoded, split
+from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
+from .lineage import LEDGER_GEN, MARK_APPLIED
 from .registry import Registry
 from .sqlarrays import int_array
 
@@ -56,13 +64,6 @@ APPLY_SETTINGS = sa.text(
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
 )
 NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
-MARK_APPLIED = sa.text(
-    """INSERT INTO counter_shards (scope, shard, applied_seq) VALUES (:scope, :shard, :seq)
-    ON CONFLICT (scope, shard) DO UPDATE
-        SET applied_seq = EXCLUDED.applied_seq, applied_at = now()
-        WHERE counter_shards.applied_seq < EXCLUDED.applied_seq
-    RETURNING applied_seq"""
-)
 
 # Shards flushed at once by one flush call: two overlap one shard's Redis and Python
 # work with another's Postgres work, using at most two connections.
@@ -80,16 +81,24 @@ class ShardFlush:
     counters: int = 0
     rows: int = 0
     rows_missing: int = 0
-    deltas_dropped: int = 0
+    deltas_dropped: int = 0  # every reason: deleted rows, unknown codes, rollback
+    dropped_rollback: int = 0  # fields of a batch Postgres already held (lineage)
+    rolled_back: str | None = None  # lineage.STALE / lineage.PAST when dropped so
     resumed: bool = False
     already_applied: bool = False
     lag_s: float | None = None
     duration_s: float = 0.0
     missing: list[tuple[str, int]] = field(default_factory=list)
+    discarded: dict[str, int] = field(default_factory=dict)  # {field: delta} rolled back
+
+    @property
+    def applied(self) -> bool:
+        """True when this flush applied the batch's deltas (what it could)."""
+        return not self.already_applied and self.rolled_back is None
 
     def as_dict(self) -> dict:
-        """JSON-ready, without the list of missing rows."""
-        record = {k: v for k, v in self.__dict__.items() if k != "missing"}
+        """JSON-ready, without the lists of what was dropped."""
+        record = {k: v for k, v in self.__dict__.items() if k not in ("missing", "discarded")}
         record["duration_s"] = round(self.duration_s, 6)
         return record
 
@@ -108,7 +117,8 @@ class FlushSummary:
 
     @property
     def applied(self) -> list[ShardFlush]:
-        return [s for s in self.shards if not s.already_applied]
+        """The batches this flush applied (not found applied already, nor rolled back)."""
+        return [s for s in self.shards if s.applied]
 
     @property
     def counters(self) -> int:
@@ -120,11 +130,13 @@ class FlushSummary:
         return {
             "flushes": 1,
             "batches": len(applied),
-            "batches_already_applied": len(self.shards) - len(applied),
+            "batches_already_applied": sum(1 for s in self.shards if s.already_applied),
             "claims_resumed": sum(1 for s in self.shards if s.resumed),
             "counters_applied": self.counters,
             "rows_missing": sum(s.rows_missing for s in applied),
-            "deltas_dropped": sum(s.deltas_dropped for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in self.shards),
+            "batches_rolled_back": sum(1 for s in self.shards if s.rolled_back),
+            "deltas_dropped_rollback": sum(s.dropped_rollback for s in self.shards),
             "flush_errors": len(self.errors),
         }
 
@@ -135,9 +147,11 @@ class FlushSummary:
             "batches": len(applied),
             "rows": sum(s.rows for s in applied),
             "rows_missing": sum(s.rows_missing for s in applied),
-            "deltas_dropped": sum(s.deltas_dropped for s in applied),
+            "deltas_dropped": sum(s.deltas_dropped for s in self.shards),
             "resumed": sum(1 for s in self.shards if s.resumed),
-            "already_applied": len(self.shards) - len(applied),
+            "already_applied": sum(1 for s in self.shards if s.already_applied),
+            "rolled_back": sum(1 for s in self.shards if s.rolled_back),
+            "dropped_rollback": sum(s.dropped_rollback for s in self.shards),
             "max_lag_s": max((s.lag_s for s in self.shards if s.lag_s is not None), default=0.0),
             "duration_s": round(self.duration_s, 6),
             "errors": self.errors,
@@ -264,12 +278,10 @@ class Flusher:
         if claim is None:
             return None
         self._stage("claimed", shard)
-        seq = claim.seq
-        if seq is None:
-            seq = self.buffer.assign_seq(shard, claim.token, self._next_seq())
-            if seq is None:  # finished by another flush while we were numbering it
-                return None
-        self.buffer.make_durable(shard)
+        fresh = self._next_seq() if claim.seq is None else None
+        seq = self.buffer.number(shard, claim.token, fresh)
+        if seq is None:  # finished by another flush while we were numbering it
+            return None
         self._stage("numbered", shard)
         result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
         batch = split(self.registry, claim.fields)
@@ -278,14 +290,20 @@ class Flusher:
             result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
         with sql_errors(f"apply shard {shard}"), self.sql.begin() as conn:
             conn.execute(APPLY_SETTINGS)
-            params = {"scope": self.scope, "shard": shard, "seq": seq}
-            if conn.execute(MARK_APPLIED, params).first() is None:
+            verdict, gen = self._mark(conn, claim, seq)
+            if verdict is None:
                 result.already_applied = True
+            elif verdict in lineage.DROPPED:
+                self._roll_back(claim, batch, result, verdict, gen)
             else:
                 self._apply(conn, batch, result)
             self._stage("applied", shard)
         self._stage("committed", shard)
-        self.buffer.release(shard, claim.token)
+        # a rollback leaves this Redis on a lineage the ledger has left: take the ledger's
+        if claim.base is not None and gen is not None and gen != claim.base.gen:
+            self.buffer.release(shard, claim.token, gen)
+        else:
+            self.buffer.release(shard, claim.token)
         result.duration_s = time.perf_counter() - started
         log.info(
             "%s",
@@ -299,6 +317,48 @@ class Flusher:
                 result.missing[:20],
             )
         return result
+
+    def _mark(self, conn: sa.Connection, claim: Claim, seq: int) -> tuple[str | None, str | None]:
+        """Record the batch in the ledger: (verdict, gen the ledger holds now), or
+        (None, ledger gen) when Postgres already has this seq."""
+        base = claim.base
+        params = {
+            "scope": self.scope,
+            "shard": claim.shard,
+            "seq": seq,
+            "bgen": base.gen if base else None,
+            "bseq": base.seq if base else None,
+            # only a batch that was inflight when Redis came back can have a successor
+            # that was rebased onto a seq this flush just made up (engine/lineage.py)
+            "mint": f"m{uuid.uuid4().hex[:12]}" if claim.resumed else None,
+        }
+        row = conn.execute(MARK_APPLIED, params).first()
+        if row is not None:
+            return row[0], row[1]
+        if base is None:
+            return None, None
+        # A flush that dropped this batch may have died before its release: the lineage
+        # it recorded must still reach Redis.
+        return None, conn.execute(LEDGER_GEN, params).scalar()
+
+    def _roll_back(
+        self, claim: Claim, batch: Batch, result: ShardFlush, verdict: str, gen: str | None
+    ) -> None:
+        """Drop a batch Postgres already holds (Redis came back older than Postgres)."""
+        result.rolled_back = verdict
+        result.dropped_rollback = batch.size
+        result.deltas_dropped += batch.size
+        result.discarded = decoded(claim.fields)
+        log.warning(
+            "dropped a batch of %d deltas on shard %d: Redis came back older than Postgres "
+            "(%s; seq %d, base %s, ledger gen now %s)",
+            batch.size,
+            claim.shard,
+            verdict,
+            result.seq,
+            claim.base,
+            gen,
+        )
 
     def _drain(self, shard: int) -> list[ShardFlush]:
         done = []

@@ -3,10 +3,12 @@
 All keys of one shard share the hash tag ``{<prefix>:<shard>}`` so a shard sits in a
 single Redis Cluster slot and its Lua scripts touch one node.
 
-    {ctr:7}:pending      hash  "<id>:<code>" -> delta, plus "_t" = ms of oldest delta
+    {ctr:7}:pending      hash  "<id>:<code>" -> delta, plus "_t" = ms of oldest delta and
+                               "_b" = "<gen>:<seq>", the batch before it (engine/lineage.py)
     {ctr:7}:inflight     hash  the claimed batch (same layout), until its commit
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
     {ctr:7}:seq          str   seq of the last batch numbered on this shard
+    {ctr:7}:gen          str   this Redis' lineage token for the shard (engine/lineage.py)
     {ctr:7}:flushing     str   flush lock (token, short TTL): saves a second flusher's work
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
@@ -18,7 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OLDEST_FIELD = "_t"  # pending-hash field holding the ms timestamp of its oldest delta
+# Fields of a pending hash that are not deltas; the Lua scripts spell them as these
+# constants do (tests/engine/test_keys.py checks that they agree).
+OLDEST_FIELD = "_t"  # ms timestamp of the hash's oldest delta
+BASE_FIELD = "_b"  # "<gen>:<seq>": the batch that precedes this one
+META_FIELDS = (OLDEST_FIELD, BASE_FIELD)
 DEFAULT_SHARDS = 16
 DEFAULT_SCOPE = "ctr"
 
@@ -40,6 +46,11 @@ class Keys:
         """The shard of a row; every counter of one row lives on the same shard."""
         return row_id % self.shards
 
+    def shard_sql(self, column: str) -> str:
+        """:meth:`shard_of` as an SQL expression over an id column (bigint ids give the
+        same non-negative remainder as Python for ids >= 0)."""
+        return f"({column} % {self.shards})::int"
+
     def _tag(self, shard: int) -> str:
         return f"{{{self.scope}:{shard}}}"
 
@@ -54,6 +65,9 @@ class Keys:
 
     def seq(self, shard: int) -> str:
         return f"{self._tag(shard)}:seq"
+
+    def gen(self, shard: int) -> str:
+        return f"{self._tag(shard)}:gen"
 
     def flushing(self, shard: int) -> str:
         return f"{self._tag(shard)}:flushing"

@@ -1,11 +1,15 @@
 """Live counts: the Postgres value plus every delta Postgres does not hold yet.
 
 A read takes one Redis round trip (an atomic snapshot per shard) and then one SQL
-statement that returns the row values with their shard's ``applied_seq`` from the
-same snapshot. The inflight batch is added only while ``applied_seq`` is below its
-seq, so the window between a flush's commit and its release never counts twice.
-If a whole claim-and-commit slipped in between the two reads (``applied_seq``
-above every seq the Redis snapshot knew), the read is retried.
+statement that returns the row values with their shard's ledger (``applied_seq`` and
+lineage) from the same snapshot. The inflight batch is added only while
+``applied_seq`` is below its seq, so the window between a flush's commit and its
+release never counts twice. A batch whose base the ledger has moved past
+(engine/lineage.py) is not added either: Postgres holds it already, either because
+a whole claim-and-commit slipped in between the two reads, or because Redis came
+back older than Postgres. Batches written before bases existed fall back to the
+older check: when ``applied_seq`` is above every seq the Redis snapshot knew, the
+read is retried.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sqlalchemy as sa
 from .buffer import Buffer, Outcome, RoundTrip, Unapplied
 from .errors import redis_errors, sql_errors
 from .keys import field
+from .lineage import APPLIED, NEW_GEN, Ledger, fate, successor_fate
 from .registry import IDENT, Counter, Registry
 from .sqlarrays import int_array
 
@@ -25,27 +30,58 @@ READ_ATTEMPTS = 3
 
 
 @functools.lru_cache(maxsize=256)
-def stored_query(table: str, counted: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    """Rows' counters and ``columns`` with their shard's ``applied_seq`` (psycopg2
-    ``%(name)s`` parameters: scope, shards, ids)."""
+def stored_query(
+    table: str, counted: tuple[str, ...], columns: tuple[str, ...], shard_of: str
+) -> str:
+    """Rows' counters and ``columns`` with their shard's ledger (applied_seq, gen,
+    base_seq, past_gens); ``shard_of`` is ``Keys.shard_sql("t.id")``. psycopg2
+    ``%(name)s`` parameters: scope, ids."""
     cols = ", ".join(f"t.{c}" for c in counted + columns)
-    return f"""SELECT t.id, {cols}, coalesce(s.applied_seq, 0)
+    return f"""SELECT t.id, {cols},
+            coalesce(s.applied_seq, 0), s.gen, s.base_seq, coalesce(s.past_gens, '{{}}')
         FROM {table} t LEFT JOIN counter_shards s
-          ON s.scope = %(scope)s AND s.shard = (t.id %% %(shards)s)::int
+          ON s.scope = %(scope)s AND s.shard = {shard_of.replace("%", "%%")}
         WHERE t.id = ANY(CAST(%(ids)s AS bigint[]))"""
 
 
-def unapplied_delta(snap: Unapplied, name: str, applied_seq: int) -> int:
-    """Deltas of one field that are not yet in Postgres, given the shard's applied_seq."""
-    delta = snap.pending.get(name, 0)
+LEDGER_COLUMNS = 4  # what stored_query adds after the columns: a Ledger
+
+
+def ledger_of(values: Sequence) -> Ledger:
+    applied_seq, gen, base_seq, past = values
+    return Ledger(applied_seq, gen, base_seq, tuple(past))
+
+
+def unapplied_parts(snap: Unapplied, ledger: Ledger) -> tuple[bool, bool]:
+    """Whether the pending and the inflight deltas of a shard are still to be applied."""
+    live = (APPLIED, NEW_GEN)
+    inflight = fate(snap.inflight_base, ledger) in live
     # an inflight batch without a seq cannot have been applied: seqs come before commits
-    if snap.inflight_seq is None or applied_seq < snap.inflight_seq:
-        delta += snap.inflight.get(name, 0)
-    return delta
+    if snap.inflight_seq is not None and ledger.applied_seq >= snap.inflight_seq:
+        inflight = False
+    if (
+        snap.inflight_seq is None
+        and snap.pending_base is not None
+        and snap.pending_base == snap.inflight_base
+    ):
+        # pending came after a claim not yet numbered: its base is that batch's, to be
+        pending = successor_fate(snap.inflight_base, ledger) in live
+    else:
+        pending = fate(snap.pending_base, ledger) in live
+    return pending, inflight
+
+
+def unapplied_delta(snap: Unapplied, name: str, ledger: Ledger) -> int:
+    """Deltas of one field that are not yet in Postgres, given the shard's ledger."""
+    pending, inflight = unapplied_parts(snap, ledger)
+    return snap.pending.get(name, 0) * pending + snap.inflight.get(name, 0) * inflight
 
 
 def snapshot_consistent(snap: Unapplied, applied_seq: int) -> bool:
-    """False when Postgres holds a batch claimed after the Redis snapshot was taken."""
+    """False when Postgres holds a batch claimed after the Redis snapshot was taken and
+    the snapshot has no base to tell (batches written before bases existed)."""
+    if snap.pending_base is not None or snap.inflight_base is not None:
+        return True
     known = snap.inflight_seq if snap.inflight_seq is not None else snap.last_seq
     return known is None or applied_seq <= known
 
@@ -65,17 +101,18 @@ class LiveReader:
         return by_shard
 
     def _stored(self, table: str, counters: list[Counter], ids: Sequence[int], columns=()):
-        """``{id: (counter values, applied_seq, other column values)}`` in one snapshot."""
-        query = stored_query(table, tuple(c.column for c in counters), tuple(columns))
-        params = {"scope": self.scope, "shards": self.buffer.keys.shards, "ids": int_array(ids)}
-        n = len(counters)
+        """``{id: (counter values, Ledger, other column values)}`` in one snapshot."""
+        shard_of = self.buffer.keys.shard_sql("t.id")
+        query = stored_query(table, tuple(c.column for c in counters), tuple(columns), shard_of)
+        params = {"scope": self.scope, "ids": int_array(ids)}
+        n, k = len(counters), LEDGER_COLUMNS
         # One statement is its own snapshot: no BEGIN before it, no ROLLBACK after it.
         # Sent as plain driver SQL: on a page view, compiling a text() construct cost
         # more Python than the rest of the read.
         with sql_errors(f"read {table}"), self.sql.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             rows = conn.exec_driver_sql(query, params)
-            return {r[0]: (r[1 : n + 1], r[-1], r[n + 1 : -1]) for r in rows}
+            return {r[0]: (r[1 : n + 1], ledger_of(r[-k:]), r[n + 1 : -k]) for r in rows}
 
     def read(
         self,
@@ -113,15 +150,15 @@ class LiveReader:
             snaps = self.buffer.parse_unapplied(shards, by_shard, replies)
             stored = self._stored(table, counters, ids, columns)
             if attempt < READ_ATTEMPTS - 1 and not all(
-                snapshot_consistent(snaps[self.buffer.keys.shard_of(i)], a)
-                for i, (_, a, _) in stored.items()
+                snapshot_consistent(snaps[self.buffer.keys.shard_of(i)], ledger.applied_seq)
+                for i, (_, ledger, _) in stored.items()
             ):
                 continue
             out, rows = {}, {}
-            for row_id, (values, applied, extra) in stored.items():
+            for row_id, (values, ledger, extra) in stored.items():
                 snap = snaps[self.buffer.keys.shard_of(row_id)]
                 out[row_id] = {
-                    c.column: v + unapplied_delta(snap, field(row_id, c.code), applied)
+                    c.column: v + unapplied_delta(snap, field(row_id, c.code), ledger)
                     for c, v in zip(counters, values, strict=True)
                 }
                 rows[row_id] = dict(zip(columns, extra, strict=True))

@@ -4,7 +4,8 @@ For one chunk of rows, in one transaction:
 
 1. lock the rows ``FOR UPDATE`` in id order and read their stored values V;
 2. snapshot their pending and inflight deltas in Redis, and read each shard's
-   ``applied_seq``; the unapplied delta P is pending plus inflight-if-not-applied;
+   ledger; the unapplied delta P is what a flush will still apply of pending and
+   inflight (engine/live.py ``unapplied_delta``: not a batch Postgres already holds);
 3. run each counter's recount query, giving the exact value E;
 4. add ``E - (V + P)`` to the column, so the deltas still in Redis land on top of
    the correction and nothing pending is counted twice.
@@ -30,11 +31,13 @@ from .buffer import Buffer
 from .errors import sql_errors
 from .flush import APPLY_SETTINGS, add_deltas
 from .keys import field as delta_field
-from .live import unapplied_delta
+from .lineage import Ledger
+from .live import ledger_of, unapplied_delta
 from .registry import Counter, Registry
 from .sqlarrays import int_array
 
 CHUNK_ROWS = 1_000
+NO_LEDGER = Ledger(applied_seq=0)  # a shard that never flushed
 
 
 @dataclass(frozen=True)
@@ -135,15 +138,16 @@ class Reconciler:
                     delta_field(row_id, c.code) for c in counters
                 )
             snaps = self.buffer.unapplied(by_shard)
-            applied = dict(
-                conn.execute(
+            ledgers = {
+                r[0]: ledger_of(r[1:])
+                for r in conn.execute(
                     sa.text(
-                        "SELECT shard, applied_seq FROM counter_shards "
+                        "SELECT shard, applied_seq, gen, base_seq, past_gens FROM counter_shards "
                         "WHERE scope = :scope AND shard = ANY(CAST(:shards AS bigint[]))"
                     ),
                     {"scope": self.scope, "shards": int_array(by_shard)},
-                ).all()
-            )
+                )
+            }
             exact = {
                 c.column: dict(conn.execute(sa.text(c.recount), {"ids": int_array(stored)}).all())
                 for c in counters
@@ -154,7 +158,7 @@ class Reconciler:
                 for c, value in zip(counters, values, strict=True):
                     result.checked += 1
                     pending = unapplied_delta(
-                        snaps[shard], delta_field(row_id, c.code), applied.get(shard, 0)
+                        snaps[shard], delta_field(row_id, c.code), ledgers.get(shard, NO_LEDGER)
                     )
                     truth = int(exact[c.column].get(row_id, 0))
                     if truth != value + pending:

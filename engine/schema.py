@@ -9,6 +9,9 @@ from one; or, without migrations, :func:`create` runs every step (idempotent).
 Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
 applied; batch seqs come from ``counter_batch_seq``, so they never repeat, even after
 Redis loses its data. The ledger is one row per shard, so it never needs pruning.
+
+Step 0002: ``gen``, ``base_seq``, ``past_gens`` and ``verdict`` say which Redis history
+the last applied batch came from and what the flush did with it (engine/lineage.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .errors import sql_errors
 # step -> sha256 of its file, pinned when the step was released
 STEPS = {
     "0001_ledger": "40638bffcf5fd0e151ed5e30f57abae292c569877151128ccdf0721c4c331b50",
+    "0002_lineage": "02b30004f818945774876804bb1f3d69981300244bbf1ee2de869b18a1f402ca",
 }
 
 DROP = ["DROP TABLE IF EXISTS counter_shards", "DROP SEQUENCE IF EXISTS counter_batch_seq"]

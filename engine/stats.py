@@ -20,6 +20,8 @@ TOTALS = (
     "counters_applied",
     "rows_missing",
     "deltas_dropped",
+    "batches_rolled_back",
+    "deltas_dropped_rollback",
     "flush_errors",
     "reconciles",
     "reconcile_checked",

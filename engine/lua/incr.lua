@@ -1,25 +1,40 @@
 -- Add deltas to one shard's pending hash, optionally only if the row exists.
--- KEYS[1] pending hash; KEYS[2] accepted-events hash (per code, for metrics);
--- KEYS[3] (optional) the shard's existence bitmap of the table
--- ARGV[1] now (ms); ARGV[2] bit offset of the row (ignored without KEYS[3]);
--- ARGV[3..] field, delta pairs.
+-- KEYS: pending, accepted-events hash (per code, for metrics), gen, seq, and optionally
+-- the shard's existence bitmap of the table.
+-- ARGV[1] now (ms); ARGV[2] a token of the caller, to start a lineage if the shard has
+-- none; ARGV[3] bit offset of the row (ignored without the bitmap); ARGV[4..] field,
+-- delta pairs.
 -- Returns 1 counted, 0 row does not exist, -1 existence index not loaded.
 -- GETBIT never creates a key, so a refused increment leaves nothing behind.
-if KEYS[3] then
-  if redis.call('GETBIT', KEYS[3], 0) == 0 then return -1 end
-  if redis.call('GETBIT', KEYS[3], ARGV[2]) == 0 then return 0 end
+local OLDEST, BASE = '_t', '_b'  -- keys.OLDEST_FIELD, keys.BASE_FIELD
+if KEYS[5] then
+  if redis.call('GETBIT', KEYS[5], 0) == 0 then return -1 end
+  if redis.call('GETBIT', KEYS[5], ARGV[3]) == 0 then return 0 end
 end
-for i = 3, #ARGV, 2 do
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+for i = 4, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[i], ':(.*)$'), 1)
   if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
     -- a like and its unlike cancel out: keep the hash as small as the live set
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
-if redis.call('HLEN', KEYS[1]) > 0 then
-  redis.call('HSETNX', KEYS[1], '_t', ARGV[1])
-end
-if redis.call('HLEN', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '_t') == 1 then
-  redis.call('DEL', KEYS[1])
+if fresh then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    -- a new batch in the making: it comes right after the shard's last numbered one
+    local gen = redis.call('GET', KEYS[3])
+    if not gen then
+      -- first writer of a new (or wiped) Redis; TIME keeps two wipes apart
+      local now = redis.call('TIME')
+      gen = ARGV[2] .. '.' .. now[1] .. now[2]
+      redis.call('SET', KEYS[3], gen)
+    end
+    redis.call('HSET', KEYS[1], OLDEST, ARGV[1], BASE, gen .. ':' .. (redis.call('GET', KEYS[4]) or '0'))
+  end
+else
+  local n = redis.call('HLEN', KEYS[1])
+  if n <= 2 and n == redis.call('HEXISTS', KEYS[1], OLDEST) + redis.call('HEXISTS', KEYS[1], BASE) then
+    redis.call('DEL', KEYS[1])  -- deltas cancelled out: only the bookkeeping was left
+  end
 end
 return 1

@@ -36,9 +36,12 @@ def _wait(what: str, ready, timeout_s: float = START_TIMEOUT_S) -> None:
 class LocalCluster:
     """Start with :meth:`start`, always :meth:`stop` (kills only the processes it started)."""
 
-    def __init__(self, server: str, cli: str, node_timeout_ms: int = 15_000) -> None:
+    def __init__(
+        self, server: str, cli: str, node_timeout_ms: int = 15_000, options: dict | None = None
+    ) -> None:
         self.server = server
         self.cli = cli
+        self.options = options or {}  # server options over the defaults (e.g. appendonly)
         # how long a silent master may stay unanswered before the others mark it failed
         self.node_timeout_ms = node_timeout_ms
         self.dir = Path(tempfile.mkdtemp(prefix="ctr-cluster-"))
@@ -61,7 +64,10 @@ class LocalCluster:
                 "save": "",
                 "appendonly": "no",
                 "daemonize": "no",
+                **self.options,
             }
+            if options["appendonly"] == "yes":  # one folder each: they share self.dir
+                options["appenddirname"] = f"appendonlydir-{p}"
             argv = [self.server]
             for name, value in options.items():
                 argv += [f"--{name}", str(value)]

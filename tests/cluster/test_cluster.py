@@ -5,6 +5,7 @@ import random
 import re
 import threading
 from collections import Counter as Tally
+from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
@@ -12,6 +13,8 @@ from redis.cluster import RedisCluster
 from engine import BufferUnavailable, Counters, Outcome
 from tests.cluster.local_cluster import LocalCluster
 from tests.engine.conftest import REGISTRY, seed, stored
+from tests.engine.redis_process import valkey_server_binary
+from tests.engine.test_durability import fenced_waitaofs, monitored
 
 SHARDS = 16
 TAG = re.compile(r"^\{ctr:(\d+)\}:")
@@ -252,3 +255,41 @@ def test_every_master_down_raises_buffer_unavailable(doomed_cluster, sql):
         counters.incr("items.hits", 1)
     with pytest.raises(BufferUnavailable):
         counters.flush_all()
+
+
+@pytest.fixture
+def aof_cluster(local_cluster):
+    """A Valkey 8 cluster of its own with append-only files (WAITAOF works there)."""
+    server = valkey_server_binary()
+    cli = str(Path(server).with_name("valkey-cli"))
+    cluster = LocalCluster(server, cli, options={"appendonly": "yes", "appendfsync": "everysec"})
+    try:
+        cluster.start()
+        client = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+        yield cluster, client
+        client.close()
+    finally:
+        cluster.stop()
+
+
+def test_a_resumed_batch_is_fenced_on_the_master_of_its_shard(aof_cluster, sql):
+    cluster, client = aof_cluster
+    counters = Counters(client, sql, REGISTRY, shards=SHARDS)
+    ids = seed(sql, "items", SHARDS)
+    first = cluster.ports[0]  # a shard on another master: the fence must follow the slot
+    shard = next(s for s in range(SHARDS) if master_of(client, counters.keys.pending(s)) != first)
+    row = next(i for i in ids if counters.keys.shard_of(i) == shard)
+    counters.incr("items.hits", row, 5)
+    dead = Counters(RedisCluster(host="127.0.0.1", port=first), sql, REGISTRY, shards=SHARDS)
+    claim = dead.buffer.claim(shard, "dead-flusher")
+    dead.buffer.assign_seq(shard, claim.token, counters.flusher._next_seq())
+    owner = master_of(client, counters.keys.pending(shard))
+    with monitored(cluster.node(owner)) as feed:
+        result = counters.flush_shard(shard)
+    assert result.resumed and not result.already_applied
+    assert fenced_waitaofs(feed) == [True]
+    assert stored(sql, "items", "hits")[row] == 5
+    report = counters.durability()
+    nodes = sorted(n["node"] for n in report["nodes"])
+    assert nodes == sorted(f"127.0.0.1:{p}" for p in cluster.ports)
+    assert report["aof"] is True and report["waitaof"] is True

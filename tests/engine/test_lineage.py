@@ -1,0 +1,99 @@
+"""The ledger's verdict on a batch's lineage, in Postgres, and the same rules in Python
+(what live reads and reconcile use)."""
+
+import pytest
+import sqlalchemy as sa
+
+from engine import lineage
+from engine.lineage import MARK_APPLIED, Base, Ledger, fate, successor_fate
+
+SCOPE = "lin"
+
+
+def ledger_row(sql, ledger: Ledger | None) -> None:
+    with sql.begin() as conn:
+        conn.execute(sa.text("DELETE FROM counter_shards WHERE scope = :s"), {"s": SCOPE})
+        if ledger is not None:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO counter_shards (scope, shard, applied_seq, gen, base_seq, "
+                    "past_gens) VALUES (:s, 0, :a, :g, :b, CAST(:p AS text[]))"
+                ),
+                {
+                    "s": SCOPE,
+                    "a": ledger.applied_seq,
+                    "g": ledger.gen,
+                    "b": ledger.base_seq,
+                    "p": "{" + ",".join(ledger.past_gens) + "}",
+                },
+            )
+
+
+def mark(sql, seq: int, base: Base | None, mint: str | None = None):
+    params = {"scope": SCOPE, "shard": 0, "seq": seq, "mint": mint}
+    params |= {"bgen": base.gen if base else None, "bseq": base.seq if base else None}
+    with sql.begin() as conn:
+        row = conn.execute(MARK_APPLIED, params).first()
+        after = conn.execute(
+            sa.text(
+                "SELECT applied_seq, gen, base_seq, past_gens FROM counter_shards WHERE scope = :s"
+            ),
+            {"s": SCOPE},
+        ).one()
+    return (tuple(row) if row else None), Ledger(after[0], after[1], after[2], tuple(after[3]))
+
+
+G, W, P, M = "g1", "w2", "p0", "m9"
+CASES = [
+    # ledger before, batch seq, base, mint -> verdict, ledger gen after, past gens after
+    (None, 7, Base(G, 0), None, lineage.APPLIED, G, ()),
+    (Ledger(5, G, 4), 6, Base(G, 5), M, lineage.APPLIED, G, ()),
+    (Ledger(5, G, 4), 6, Base(G, 9), None, lineage.APPLIED, G, ()),
+    (Ledger(5, G, 4), 6, Base(G, 3), None, lineage.STALE, G, ()),
+    # resumed, and the ledger's last batch had the same base: it was that very batch
+    (Ledger(5, G, 3), 6, Base(G, 3), M, lineage.STALE, G, ()),
+    # resumed, and later batches were applied: its successor cannot be trusted
+    (Ledger(5, G, 4), 6, Base(G, 3), M, lineage.STALE, M, (G,)),
+    (Ledger(5, G, 4, (P,)), 6, Base(P, 9), M, lineage.PAST, G, (P,)),
+    (Ledger(5, G, 4, (P,)), 6, Base(W, 0), M, lineage.NEW_GEN, W, (G, P)),
+    (Ledger(5, None, None), 6, Base(W, 0), None, lineage.NEW_GEN, W, ()),
+    (Ledger(5, G, 4), 6, None, M, lineage.APPLIED, G, ()),
+]
+
+
+@pytest.mark.parametrize(("before", "seq", "base", "mint", "verdict", "gen", "past"), CASES)
+def test_verdict_and_ledger_after(sql, before, seq, base, mint, verdict, gen, past):
+    ledger_row(sql, before)
+    row, after = mark(sql, seq, base, mint)
+    assert row == (verdict, gen)
+    assert (after.applied_seq, after.gen, after.past_gens) == (seq, gen, past)
+    assert after.base_seq == (base.seq if base else None)
+    assert fate(base, before) == verdict  # Python reads judge batches the same way
+
+
+def test_a_seq_already_applied_returns_nothing_and_changes_nothing(sql):
+    ledger_row(sql, Ledger(5, G, 4))
+    assert mark(sql, 5, Base(G, 3), M) == (None, Ledger(5, G, 4))
+    assert mark(sql, 4, Base(W, 0))[0] is None
+
+
+def test_past_lineages_are_capped(sql):
+    ledger_row(sql, None)
+    for n in range(lineage.PAST_GENS + 5):
+        mark(sql, n + 1, Base(f"gen{n}", 0))
+    after = mark(sql, 100, Base("last", 0))[1]
+    assert len(after.past_gens) == lineage.PAST_GENS
+    assert after.past_gens[0] == f"gen{lineage.PAST_GENS + 4}"
+
+
+def test_successor_of_an_unnumbered_batch_follows_it():
+    ledger = Ledger(5, G, 3)
+    assert successor_fate(Base(G, 5), ledger) == lineage.APPLIED  # not applied yet
+    assert successor_fate(Base(G, 3), ledger) == lineage.APPLIED  # ahead = last applied
+    assert successor_fate(Base(G, 2), ledger) == lineage.STALE
+    assert successor_fate(Base(P, 2), Ledger(5, G, 3, (P,))) == lineage.PAST
+
+
+def test_base_round_trips_through_its_redis_form():
+    assert Base.parse(b"a1b2.17000001234:42") == Base("a1b2.17000001234", 42)
+    assert str(Base("x", 7)) == "x:7" and Base.parse(None) is None
