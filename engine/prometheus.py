@@ -89,6 +89,7 @@ class CountersCollector:
         try:
             snap = self.counters.shared_stats()
             backlog = self.counters.backlog()
+            durability = self.counters.durability()
         except CounterError as exc:
             log.warning("metrics: counter buffer unavailable: %s", exc)
             up.add_metric([], 0)
@@ -97,6 +98,7 @@ class CountersCollector:
         up.add_metric([], 1)
         yield up
         now_s = time.time()
+        yield from self._durability(durability)
         yield self._accepted(snap["accepted"])
         for key, name, doc in TOTALS:
             yield CounterMetricFamily(name, doc, value=snap["totals"][key])
@@ -121,6 +123,36 @@ class CountersCollector:
                 "Counter deltas applied by the last flush.",
                 value=snap["last_flush"].get("flushed", 0),
             )
+
+    @staticmethod
+    def _durability(report: dict) -> Iterator[Metric]:
+        """What each Redis primary of the buffer keeps across a crash (engine.durability)."""
+        info = GaugeMetricFamily(
+            "counter_redis_info",
+            "1 per primary of the counter buffer, with its version and persistence settings.",
+            labels=["node", "version", "appendfsync", "maxmemory_policy"],
+        )
+        flags = {
+            "aof": ("counter_redis_aof_enabled", "1 when the primary keeps an append-only file."),
+            "waitaof": (
+                "counter_redis_waitaof_available",
+                "1 when the primary has WAITAOF (a flush waits for its claim's fsync).",
+            ),
+            "evicts": (
+                "counter_redis_may_evict",
+                "1 when the primary's maxmemory-policy may evict keys without a TTL.",
+            ),
+        }
+        families = {k: GaugeMetricFamily(n, d, labels=["node"]) for k, (n, d) in flags.items()}
+        for node in report["nodes"]:
+            policy = str(node["maxmemory_policy"])
+            labels = [node["node"], node["version"], str(node["appendfsync"]), policy]
+            info.add_metric(labels, 1)
+            families["aof"].add_metric([node["node"]], int(node["aof"]))
+            families["waitaof"].add_metric([node["node"]], int(node["waitaof"]))
+            families["evicts"].add_metric([node["node"]], int(policy.startswith("allkeys")))
+        yield info
+        yield from families.values()
 
     def _accepted(self, accepted: dict[str, int]) -> Metric:
         family = CounterMetricFamily(

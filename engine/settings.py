@@ -76,6 +76,13 @@ SETTINGS: tuple[Setting, ...] = (
         "shards one flush applies at once, each on its own database connection",
     ),
     Setting(
+        "COUNTERS_ALLOW_EVICTION",
+        False,
+        parse_bool,
+        "1: start even when Redis may evict keys without a TTL (maxmemory-policy "
+        "allkeys-*), accepting that pending deltas can be lost",
+    ),
+    Setting(
         "COUNTERS_COALESCE_MS",
         0.0,
         float,

@@ -35,9 +35,11 @@ def healthz():
         )
         if _check(name, probe)
     ]
+    # what the counter buffer's Redis keeps across a crash, as reported at startup
+    durability = counters.state().durability
     if down:
-        return {"status": "unavailable", "down": down}, 503
-    return {"status": "ok"}
+        return {"status": "unavailable", "down": down, "durability": durability}, 503
+    return {"status": "ok", "durability": durability}
 
 
 # The engine's shared state, read from Redis at scrape time: the same in every process.

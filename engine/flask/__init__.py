@@ -18,6 +18,8 @@ app's instance. Several apps may share one ``FlaskCounters``.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +35,8 @@ from ..registry import Registry
 
 EXTENSION = "counters"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class State:
@@ -40,6 +44,7 @@ class State:
 
     counters: Counters
     coalescer: ViewCoalescer | None = None
+    durability: dict | None = None  # what Redis reported at startup (None: unreachable)
 
     def close(self) -> None:
         if self.coalescer is not None:
@@ -105,16 +110,48 @@ class FlaskCounters:
             flush_threads=app.config["COUNTERS_FLUSH_THREADS"],
             **options,
         )
+        durability = self._check_durability(app, counters)
         coalescer = None
         if app.config["COUNTERS_COALESCE_MS"] > 0:
             coalescer = ViewCoalescer(counters, app.config["COUNTERS_COALESCE_MS"] / 1000)
-        app.extensions[EXTENSION] = State(counters, coalescer)
+        app.extensions[EXTENSION] = State(counters, coalescer, durability)
         from .cli import counters_cli
 
         app.cli.add_command(counters_cli)
         if error_handlers:
             for exc in (BufferUnavailable, StoreUnavailable):
                 app.register_error_handler(exc, unavailable)
+
+    @staticmethod
+    def _check_durability(app: Flask, counters: Counters) -> dict | None:
+        """Log what the buffer's Redis keeps across a crash; refuse to start (UnsafeRedis)
+        when it may evict pending deltas, unless COUNTERS_ALLOW_EVICTION. A Redis that
+        cannot be reached now is not a reason to refuse: the requests will say so."""
+        try:
+            found = counters.check_durability(app.config["COUNTERS_ALLOW_EVICTION"])
+        except BufferUnavailable as exc:
+            log.warning("counter buffer unreachable at startup, durability unknown: %s", exc)
+            return None
+        log.info(
+            "%s", json.dumps({"event": "counter_durability", "scope": counters.scope, **found})
+        )
+        if not found["aof"]:
+            log.warning(
+                "the counter buffer's Redis has no append-only file: a crash loses the "
+                "deltas since its last snapshot (docs/operations.md)"
+            )
+        return found
+
+    def health(self) -> dict:
+        """``{"redis": "ok"|"down", "durability": startup report}`` of the current app's
+        buffer (one PING)."""
+        state = self.state()
+        try:
+            state.counters.ping()
+            up = "ok"
+        except BufferUnavailable:
+            up = "down"
+        return {"redis": up, "durability": state.durability}
 
     @staticmethod
     def _sql_engine(sql) -> sa.Engine:
