@@ -160,7 +160,7 @@ def test_signing_in_stores_the_token_and_the_beacon_carries_it(browser, site, cl
     assert views(client, post) == 2
 
 
-def test_unknown_ids_get_a_friendly_html_404_and_the_api_stays_json(browser, site):
+def test_unknown_ids_get_a_friendly_html_404_and_the_api_stays_json(browser, site, screenshot):
     for path in ("/posts/999999", "/posts/0"):
         status, mimetype, body = fetch(site.url + path)
         assert (status, mimetype) == (404, "text/html"), path
@@ -172,6 +172,7 @@ def test_unknown_ids_get_a_friendly_html_404_and_the_api_stays_json(browser, sit
     assert browser.find_element(By.TAG_NAME, "h1").text == "No such post"
     home = browser.find_element(By.CSS_SELECTOR, ".error-page a")
     assert home.get_attribute("href") == f"{site.url}/"
+    screenshot("not-found")
     browser.get(f"{site.url}/posts/0")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not Found"
 
