@@ -34,7 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """
     if test_config is None and get_load_dotenv():
         load_dotenv(find_dotenv(usecwd=True))
-    app = Flask(__name__, static_folder=None)
+    app = Flask(__name__)  # templates/ and static/ (the pages) beside this file
     app.config.from_mapping(config.load(os.environ, test_config))
     app.url_map.converters["id"] = IdConverter
 

@@ -63,6 +63,16 @@ def view_and_read(kind: Kind, row_id: int) -> tuple[PageRow, dict[str, int]] | N
     return PageRow(row_id, **row), counts
 
 
+def read(kind: Kind, row_id: int) -> tuple[PageRow, dict[str, int]] | None:
+    """A row and its live counts, counting nothing; None if absent: one Redis round trip
+    and one SQL statement (``Counters.read_rows``)."""
+    found = counters.read_rows(kind.table, [row_id], PAGE_COLUMNS).get(row_id)
+    if found is None:
+        return None
+    counts, row = found
+    return PageRow(row_id, **row), counts
+
+
 def get(kind: Kind, row_id: int) -> sa.Row | None:
     return db.session.execute(sa.select(*_columns(kind)).where(kind.model.id == row_id)).first()
 
@@ -81,6 +91,13 @@ def page(kind: Kind, limit: int, after: int | None) -> tuple[list[sa.Row], bool]
         query = query.where(kind.model.id < after)
     rows = list(db.session.execute(query))
     return rows[:limit], len(rows) > limit
+
+
+def newest(kind: Kind, limit: int) -> list[sa.Row]:
+    """The newest rows' ids, titles, authors and creation times (no content)."""
+    m = kind.model
+    query = sa.select(m.id, m.title, m.author_id, m.created_at).order_by(m.id.desc()).limit(limit)
+    return list(db.session.execute(query))
 
 
 def delete(kind: Kind, row_id: int, user_id: int) -> bool:
