@@ -38,7 +38,7 @@ import time
 from collections import Counter
 
 from .buffer import Outcome
-from .errors import CounterError
+from .errors import BufferUnavailable, CounterError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class ViewCoalescer:
         self.stop = threading.Event()
         self.pid: int | None = None
         self.dropped = 0  # views of rows gone by push time
+        self.unknown = 0  # views of pushes whose outcome never came back
         self.next_prune = 0.0  # monotonic time of the next sweep of expired known rows
 
     # -- the request path ------------------------------------------------------
@@ -124,15 +125,24 @@ class ViewCoalescer:
                     self.known = {k: t for k, t in self.known.items() if t > now}
                     self.next_prune = now + PRUNE_EVERY_S
             if not tally:
+                if not self.healthy:  # views go synchronous until Redis answers again
+                    self._recheck()
                 return 0
             items = [(name, row_id, n) for (name, row_id), n in tally.items()]
             try:
-                outcomes = self.counters.incr_checked(items)
+                self.counters.ping()  # fails before anything is sent: keep the tally
             except CounterError as exc:
                 with self.lock:
                     self.tally.update(tally)
                     self.healthy = False
                 log.warning("view push failed, %d views kept for the next one: %s", len(tally), exc)
+                return 0
+            try:
+                outcomes = self.counters.incr_checked(items)
+            except CounterError as exc:
+                # Sent, but the replies were lost or refused: some increments may have
+                # been applied, and sending them again could count them twice.
+                self._unknown(sum(tally.values()), exc)
                 return 0
             gone, retry = self._settle(items, outcomes)
             with self.lock:
@@ -146,22 +156,42 @@ class ViewCoalescer:
                     self.dropped += n
             return sum(tally.values()) - sum(retry.values())
 
+    def _recheck(self) -> None:
+        try:
+            self.counters.ping()
+        except CounterError:
+            return
+        with self.lock:
+            self.healthy = True
+
+    def _unknown(self, n: int, exc: Exception) -> None:
+        """``n`` views whose push may or may not have counted them: not sent again,
+        counted apart (the ``views_unknown`` total) so the loss shows."""
+        with self.lock:
+            self.unknown += n
+            self.healthy = False
+        log.warning("%d coalesced views may or may not have been counted: %s", n, exc)
+        try:
+            self.counters.stats.record_unknown(n)
+        except CounterError:
+            log.warning("could not record %d unknown views in the shared stats", n)
+
     def _settle(self, items, outcomes) -> tuple[list, Counter]:
         """Rows the push found gone, and views to send again: those of rows whose
         existence index Redis lost and that could not be resolved now."""
         gone, retry = [], Counter()
         for (name, row_id, n), outcome in zip(items, outcomes, strict=True):
-            if outcome is Outcome.MISSING:
-                gone.append((name, row_id, n))
-            elif outcome is Outcome.NOT_LOADED:
-                try:
-                    if not self.counters.view(name, row_id, n):
-                        gone.append((name, row_id, n))
-                except CounterError:  # Postgres or Redis down: nothing was added
-                    log.warning(
-                        "views of %s %d kept for the next push", name, row_id, exc_info=True
-                    )
-                    retry[(name, row_id)] += n
+            if outcome is Outcome.COUNTED:
+                continue
+            # the index lost, or older than the row (Redis back from a dump): Postgres says
+            try:
+                if not self.counters.view(name, row_id, n):
+                    gone.append((name, row_id, n))
+            except BufferUnavailable as exc:  # may or may not have been added: never twice
+                self._unknown(n, exc)
+            except StoreUnavailable:  # Postgres down: nothing was added
+                log.warning("views of %s %d kept for the next push", name, row_id, exc_info=True)
+                retry[(name, row_id)] += n
         return gone, retry
 
     def close(self) -> None:

@@ -57,6 +57,17 @@ TOTALS = (
         "counter_flush_deltas_dropped",
         "Deltas dropped because their row was deleted (or their counter is unknown).",
     ),
+    (
+        "batches_rolled_back",
+        "counter_flush_batches_rolled_back",
+        "Batches Redis handed out again after coming back older than Postgres (a dump, "
+        "a short AOF, a lagging replica): dropped, never applied twice.",
+    ),
+    (
+        "deltas_dropped_rollback",
+        "counter_flush_deltas_dropped_rollback",
+        "Deltas of those batches: already in Postgres, or lost with Redis' recent past.",
+    ),
     ("flush_errors", "counter_flush_errors", "Shards whose flush failed (retried later)."),
     ("reconciles", "counter_reconcile_runs", "Reconcile runs (full or targeted recounts)."),
     ("reconcile_checked", "counter_reconcile_checked", "Counters compared with a recount."),
@@ -65,6 +76,11 @@ TOTALS = (
         "reconcile_drift_abs",
         "counter_reconcile_drift",
         "Sum of |recount - stored| over the counters reconcile corrected.",
+    ),
+    (
+        "views_unknown",
+        "counter_views_unknown",
+        "Coalesced views whose push lost its replies: maybe counted, never sent twice.",
     ),
 )
 

@@ -27,6 +27,7 @@ TOTALS = (
     "reconcile_checked",
     "reconcile_fixed",
     "reconcile_drift_abs",
+    "views_unknown",
 )
 
 
@@ -52,6 +53,12 @@ class Stats:
             if summary.shards or summary.errors:
                 pipe.hset(self.key, "last_flush", json.dumps(last))
             pipe.execute()
+
+    def record_unknown(self, n: int) -> None:
+        """``n`` increments that may or may not have been applied (a push whose replies
+        were lost): never sent again, counted here so the loss shows."""
+        with redis_errors("record unknown views"):
+            self.redis.hincrby(self.key, "views_unknown", n)
 
     def record_reconcile(self, result) -> None:
         drift = sum(abs(f.now - f.was) for f in result.fixes)

@@ -108,6 +108,26 @@ def test_redis_down_keeps_the_tally_and_turns_views_synchronous(
     assert views(counters, post) == 5
 
 
+def test_a_push_whose_replies_are_lost_is_never_sent_again_and_counted_unknown(
+    client, user, counters, coalescing, redis_proxy
+):
+    proxy, url = redis_proxy
+    post = create(client, user)
+    page, coalescer = coalescing(COUNTERS_REDIS_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    # Redis runs the push's script, the proxy drops the connection before the reply
+    proxy.lose_next_reply(lambda request: b"EVALSHA" in request)
+    assert coalescer.push() == 0
+    assert coalescer.push() == 0  # nothing is sent again: Redis did apply the first push
+    assert views(counters, post) == 4
+    assert coalescer.unknown == 3  # maybe counted: not sent twice, counted apart
+    assert counters.shared_stats()["totals"]["views_unknown"] == 3
+    assert page.post(f"/api/posts/{post}/view").status_code == 204  # tallied again
+    assert views(counters, post) == 4 and coalescer.push() == 1
+    assert views(counters, post) == 5
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_gunicorn_stopped_pushes_what_it_tallied(client, user, counters, app_db, stop):
     """A real gunicorn stopped gracefully (SIGTERM) or quickly (SIGINT, Ctrl-C): its
