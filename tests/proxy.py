@@ -9,7 +9,10 @@ import threading
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` closes every connection and
-    refuses new ones, ``restore()`` accepts again."""
+    refuses new ones, ``restore()`` accepts again. ``lose_next_reply(match)`` lets the
+    next request whose bytes ``match`` accepts through, and closes its connection when
+    the reply comes back, before the client gets it: the server did the work, the
+    client cannot know."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -20,6 +23,9 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stopped = False
+        self._lose_match = None  # the request whose reply is to be lost, once
+        self._lose_reply = threading.Event()
+        self.replies_lost = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -42,13 +48,23 @@ class TcpProxy:
                     upstream.close()
                     continue
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, replies), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def lose_next_reply(self, match=lambda request: True) -> None:
+        self._lose_match = match
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while data := src.recv(65536):
+                match = self._lose_match
+                if not replies and match is not None and match(data):
+                    self._lose_match = None
+                    self._lose_reply.set()
+                if replies and self._lose_reply.is_set():
+                    self._lose_reply.clear()
+                    self.replies_lost += 1
+                    break  # the finally below closes both sides
                 dst.sendall(data)
         except OSError:
             pass

@@ -15,6 +15,8 @@ from tests.cluster.local_cluster import LocalCluster
 from tests.engine.conftest import REGISTRY, seed, stored
 from tests.engine.redis_process import valkey_server_binary
 from tests.engine.test_durability import fenced_waitaofs, monitored
+from tests.engine.test_resend import ambiguous, counter_client, script_call
+from tests.proxy import TcpProxy
 
 SHARDS = 16
 TAG = re.compile(r"^\{ctr:(\d+)\}:")
@@ -293,3 +295,41 @@ def test_a_resumed_batch_is_fenced_on_the_master_of_its_shard(aof_cluster, sql):
     nodes = sorted(n["node"] for n in report["nodes"])
     assert nodes == sorted(f"127.0.0.1:{p}" for p in cluster.ports)
     assert report["aof"] is True and report["waitaof"] is True
+
+
+@pytest.fixture
+def proxied_cluster(local_cluster, r):
+    """A counter client that reaches each master through a TCP proxy of its own."""
+    proxies = {p: TcpProxy("127.0.0.1", p) for p in local_cluster.ports}
+
+    def remap(address):
+        return "127.0.0.1", proxies[address[1]].port
+
+    url = f"redis://127.0.0.1:{proxies[local_cluster.ports[0]].port}/0"
+    client = counter_client(url, cluster=True, address_remap=remap)
+    yield proxies, client
+    client.close()
+    for proxy in proxies.values():
+        proxy.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a lost reply makes redis-py send the increment again")
+@pytest.mark.parametrize("call", ["incr", "incr_many"])
+def test_an_increment_whose_reply_is_lost_is_applied_once_on_a_cluster(
+    call, proxied_cluster, sql, r
+):
+    proxies, client = proxied_cluster
+    counters = Counters(client, sql, REGISTRY, shards=SHARDS)
+    ids = seed(sql, "items", SHARDS)
+    counters.incr_many([("items.hits", i, 1) for i in ids])  # connections and scripts
+    target = ids[0]
+    owner = master_of(r, counters.keys.pending(counters.keys.shard_of(target)))
+    proxies[owner].lose_next_reply(script_call)
+    if call == "incr":
+        outcome = ambiguous(lambda: counters.incr("items.hits", target, 10))
+        want = {i: 11 if i == target else 1 for i in ids}
+    else:  # a pipeline over every master; one of them loses its replies
+        outcome = ambiguous(lambda: counters.incr_many([("items.hits", i, 10) for i in ids]))
+        want = {i: 11 for i in ids}
+    assert {i: c["hits"] for i, c in counters.read("items", ids).items()} == want
+    assert outcome == "unavailable"
