@@ -4,6 +4,7 @@ No Flask or Celery here: pass in a Redis client, a SQLAlchemy engine and a Regis
 """
 
 from .buffer import Outcome
+from .clients import redis_client
 from .counters import DEFAULT_SHARDS, Counters
 from .errors import (
     BufferUnavailable,
@@ -33,4 +34,5 @@ __all__ = [
     "UnknownCounter",
     "UnsafeRedis",
     "lock_target",
+    "redis_client",
 ]

@@ -15,10 +15,19 @@ from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 
+from redis.cluster import ClusterPipeline
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from .batch import decoded
+from .clients import command_retries
 from .errors import BufferUnavailable, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
@@ -29,6 +38,9 @@ DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its batc
 # A shard flush takes ~30 ms for 1,500 counters; a flusher killed mid-flush holds its
 # shard back for at most this long. Correctness never rests on it: batches are fenced.
 FLUSH_LOCK_TTL_MS = 5_000
+
+# Cluster replies to commands that did not run: safe to send again, to the right node.
+REFUSED = (MovedError, AskError, TryAgainError)
 
 # The existence bitmap of a shard addresses at most 2**32 bits (Redis' limit).
 MAX_BIT_OFFSET = 2**32 - 1
@@ -108,7 +120,7 @@ class RoundTrip:
 
     def execute(self) -> list:
         """Replies in queueing order; raises the first error."""
-        replies = self.pipe.execute(raise_on_error=False)
+        replies = self._send(self.pipe)
         # A server that never saw a script (new, restarted, failed over, SCRIPT FLUSH)
         # answers NOSCRIPT without running it, so loading the scripts and sending just
         # those calls again cannot apply anything twice.
@@ -119,12 +131,39 @@ class RoundTrip:
             again = self.redis.pipeline(transaction=False)
             for _, script, keys, args in missing:
                 again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            for (i, *_), reply in zip(missing, again.execute(raise_on_error=False), strict=True):
+            for (i, *_), reply in zip(missing, self._send(again), strict=True):
                 replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    def _send(self, pipe) -> list:
+        if not isinstance(pipe, ClusterPipeline):
+            return pipe.execute(raise_on_error=False)
+        # redis-py's cluster pipeline sends the commands of a node whose connection broke
+        # once more, one by one: an increment whose reply was lost would count twice
+        # (engine/clients.py). So redirections are followed here, and only those.
+        stack = cluster_stack(pipe)
+        try:
+            replies = pipe.send_cluster_commands(
+                stack, raise_on_error=False, allow_redirections=False
+            )
+        finally:
+            pipe.reset()
+        for i, (command, reply) in enumerate(zip(stack, replies, strict=True)):
+            if isinstance(reply, REFUSED):  # not run: the slot is elsewhere, or moving
+                try:
+                    replies[i] = self.redis.execute_command(*command.args)
+                except RedisError as exc:
+                    replies[i] = exc
+        return replies
+
+
+def cluster_stack(pipe: ClusterPipeline) -> list:
+    """The queued commands of a cluster pipeline (their home moved in redis-py 6)."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    return strategy.command_queue if strategy is not None else pipe.command_stack
 
 
 class Buffer:
@@ -135,6 +174,12 @@ class Buffer:
         self.keys = keys
         # starts a shard's lineage when a wiped Redis takes its first increment
         self.gen_token = secrets.token_hex(4)
+        if command_retries(redis):
+            log.warning(
+                "this Redis client sends a command again after a connection error: an "
+                "increment whose reply is lost would count twice; build the counter "
+                "client with engine.clients.redis_client"
+            )
         self._incr = redis.register_script(_load("incr.lua"))
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))

@@ -27,8 +27,9 @@ DEFAULT_SHARDS = 16
 class Counters:
     """Batched write-behind counters.
 
-    ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``, ``sql`` a
-    SQLAlchemy engine on Postgres; nothing is created at import time. ``prefix``
+    ``redis`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (build it with
+    ``engine.redis_client``: no command is ever sent twice), ``sql`` a SQLAlchemy
+    engine on Postgres; nothing is created at import time. ``prefix``
     scopes the Redis keys and the ledger rows, so several apps can share servers.
     ``hook(stage, shard)`` is called at each flush stage (claimed, numbered, applied,
     committed), from the flushing thread. ``flush_lock_ttl_ms`` bounds how long a

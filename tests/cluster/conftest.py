@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from redis.cluster import RedisCluster
 
+from engine.clients import no_retries
 from tests.cluster.local_cluster import LocalCluster, find_binary
 from tests.engine.conftest import counters, engine_db, make_counters, sql  # noqa: F401
 from tests.servers import CI
@@ -43,7 +44,7 @@ def local_cluster():
 @pytest.fixture(scope="session")
 def cluster(local_cluster):
     """A cluster client on the first master; it discovers the other two."""
-    client = ClusterClient(host="127.0.0.1", port=local_cluster.ports[0])
+    client = ClusterClient(host="127.0.0.1", port=local_cluster.ports[0], retry=no_retries())
     yield client
     client.close()
 

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from engine.clients import redis_client
 from tests.servers import CI
 
 START_TIMEOUT_S = 10.0
@@ -75,9 +74,8 @@ class RedisProcess:
         return "--appendonly" in self.options and "yes" in self.options
 
     def client(self, **kw) -> redis.Redis:
-        """A client that fails fast while the server is down (no retries, no backoff)."""
-        kw.setdefault("retry", Retry(NoBackoff(), 0))
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+        """The counter client (engine.clients: no retries, fails fast while down)."""
+        return redis_client(f"redis://127.0.0.1:{self.port}/0", **kw)
 
     def start(self) -> redis.Redis:
         """Start (again) from whatever the data directory holds; returns a client."""

@@ -3,25 +3,16 @@ to Redis and closes the connection before the reply gets back. Redis applied it;
 caller gets BufferUnavailable (it cannot know), and nothing is applied twice."""
 
 import re
-from urllib.parse import urlsplit
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from engine import BufferUnavailable, Counters
+from engine.clients import command_retries, redis_client
 from tests.engine.conftest import REDIS_DB, REGISTRY, seed
 from tests.proxy import TcpProxy
-
-
-def counter_client(url: str, cluster: bool = False, **options):
-    """The counter client as a site builds it (redis-py's defaults)."""
-    options |= {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    parts = urlsplit(url)
-    return redis.Redis(parts.hostname, parts.port, int(parts.path[1:]), **options)
-
 
 CALLS = {
     "incr": lambda c, i: c.incr("items.hits", i, 10),
@@ -54,10 +45,9 @@ def proxy(r):
     proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a lost reply makes redis-py send the increment again")
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_an_increment_whose_reply_is_lost_is_applied_once(call, proxy, r, sql):
-    client = counter_client(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}")
+    client = redis_client(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}")
     counters = Counters(client, sql, REGISTRY, shards=2)
     (i,) = seed(sql, "items", 1)
     counters.existence.ensure_loaded(["items"])
@@ -71,3 +61,18 @@ def test_an_increment_whose_reply_is_lost_is_applied_once(call, proxy, r, sql):
     CALLS[call](counters, i)  # a new connection, as usual
     counters.flush_all()
     assert counters.read("items", [i])[i]["hits"] == 3 * added
+
+
+def test_the_counter_client_makes_no_command_retries(caplog):
+    assert command_retries(redis_client("redis://127.0.0.1:1/0")) == 0
+    forced = redis_client("redis://127.0.0.1:1/0", retry=Retry(NoBackoff(), 5), socket_timeout=1)
+    assert command_retries(forced) == 0
+    assert forced.connection_pool.connection_kwargs["socket_timeout"] == 1
+    assert command_retries(redis.Redis(port=1)) > 0  # redis-py's own default
+
+
+def test_a_client_that_resends_is_warned_about(sql, caplog):
+    Counters(redis_client("redis://127.0.0.1:1/0"), sql, REGISTRY)
+    assert "sends a command again" not in caplog.text
+    Counters(redis.Redis(port=1), sql, REGISTRY)
+    assert "sends a command again" in caplog.text
