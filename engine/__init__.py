@@ -9,6 +9,7 @@ from .counters import DEFAULT_SHARDS, Counters
 from .errors import (
     BufferUnavailable,
     CounterError,
+    LayoutMismatch,
     StoreUnavailable,
     UnknownCounter,
     UnsafeRedis,
@@ -26,6 +27,7 @@ __all__ = [
     "Counters",
     "Fix",
     "FlushSummary",
+    "LayoutMismatch",
     "Outcome",
     "ReconcileResult",
     "Registry",

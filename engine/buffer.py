@@ -28,7 +28,7 @@ from redis.exceptions import (
 
 from .batch import decoded
 from .clients import command_retries
-from .errors import BufferUnavailable, redis_errors
+from .errors import BufferUnavailable, LayoutMismatch, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
 
@@ -52,6 +52,11 @@ class Outcome(IntEnum):
     NOT_LOADED = -1  # the existence index is missing: caller must ask Postgres
     MISSING = 0  # the row does not exist; nothing was written
     COUNTED = 1
+
+
+# Script replies about the shard layout (engine/layout.py); nothing was written.
+LAYOUT_CHANGED = -2  # laid out for another shard count, or draining for a reshard
+LAYOUT_UNKNOWN = -3  # no layout in Redis (new or wiped): set it up and call again
 
 
 @dataclass(frozen=True)
@@ -169,9 +174,11 @@ def cluster_stack(pipe: ClusterPipeline) -> list:
 class Buffer:
     """Sharded delta buffer in Redis (works with ``redis.Redis`` and ``RedisCluster``)."""
 
-    def __init__(self, redis, keys: Keys) -> None:
+    def __init__(self, redis, keys: Keys, on_unknown_layout=None) -> None:
         self.redis = redis
         self.keys = keys
+        # sets up the layout of a Redis that has none (Counters: from Postgres)
+        self.on_unknown_layout = on_unknown_layout or self._adopt_own_layout
         # starts a shard's lineage when a wiped Redis takes its first increment
         self.gen_token = secrets.token_hex(4)
         if command_retries(redis):
@@ -188,6 +195,7 @@ class Buffer:
         self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
+        self.mark_script = redis.register_script(_load("mark.lua"))
 
     # -- writing -------------------------------------------------------------
 
@@ -195,10 +203,10 @@ class Buffer:
         """Arguments of one incr script call for one row."""
         shard = self.keys.shard_of(row_id)
         k = self.keys
-        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard)]
+        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard), k.layout(shard)]
         if table is not None:
             keys.append(k.exists(shard, table))
-        args: list = [now_ms(), self.gen_token, k.exists_offset(row_id)]
+        args: list = [now_ms(), self.gen_token, k.shards, k.exists_offset(row_id)]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
@@ -216,7 +224,11 @@ class Buffer:
             return Outcome.NOT_LOADED
         keys, args = self._incr_call(row_id, pairs, exists_in)
         with redis_errors("increment"):
-            return Outcome(self._incr(keys=keys, args=args))
+            reply = self._incr(keys=keys, args=args)
+            if reply == LAYOUT_UNKNOWN:
+                self.on_unknown_layout()
+                reply = self._incr(keys=keys, args=args)
+        return self.outcome(reply)
 
     def add_checked(
         self, rows: Sequence[tuple[int, Sequence[tuple[str, int]], str]]
@@ -224,35 +236,74 @@ class Buffer:
         """``add(row_id, pairs, exists_in=table)`` for each ``(row_id, pairs, table)``, in one
         pipelined round trip; the outcomes in the same order."""
         out: list[Outcome | None] = [None] * len(rows)
-        trip = RoundTrip(self.redis)
-        sent = []
+        calls, sent = [], []
         for i, (row_id, pairs, table) in enumerate(rows):
             if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
                 out[i] = Outcome.NOT_LOADED
                 continue
-            trip.script(self._incr, *self._incr_call(row_id, pairs, table))
+            calls.append((self._incr, *self._incr_call(row_id, pairs, table)))
             sent.append(i)
-        if sent:
-            with redis_errors("increment"):
-                for i, reply in zip(sent, trip.execute(), strict=True):
-                    out[i] = Outcome(reply)
+        for i, reply in zip(sent, self.run(calls, "increment"), strict=True):
+            out[i] = self.outcome(reply)
         return out
 
     def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
         """Add deltas for several rows in one pipelined round trip (no existence check)."""
-        with redis_errors("increment"):
+        self.run([(self._incr, *self._incr_call(row_id, pairs, None)) for row_id, pairs in rows])
+
+    def run(self, calls: list[tuple[Script, list, list]], what: str = "increment") -> list:
+        """Send layout-checked script calls in one round trip; their replies in order.
+
+        A shard whose layout Redis does not know gets it set up and its calls sent again
+        (they wrote nothing); LayoutMismatch if any call is refused for its layout (the
+        other calls of the trip went through).
+        """
+        if not calls:
+            return []
+        with redis_errors(what):
             trip = RoundTrip(self.redis)
-            for row_id, pairs in rows:
-                trip.script(self._incr, *self._incr_call(row_id, pairs, None))
-            trip.execute()
+            for script, keys, args in calls:
+                trip.script(script, keys, args)
+            replies = trip.execute()
+            unknown = [i for i, reply in enumerate(replies) if reply == LAYOUT_UNKNOWN]
+            if unknown:
+                self.on_unknown_layout()
+                again = RoundTrip(self.redis)
+                for i in unknown:
+                    again.script(*calls[i])
+                for i, reply in zip(unknown, again.execute(), strict=True):
+                    replies[i] = reply
+        for reply in replies:
+            self.outcome(reply)
+        return replies
+
+    def outcome(self, reply: int) -> Outcome:
+        """The Outcome of an increment script's reply; raises LayoutMismatch for a
+        refusal on layout grounds."""
+        if reply in (LAYOUT_CHANGED, LAYOUT_UNKNOWN):
+            raise LayoutMismatch(
+                f"this process counts with {self.keys.shards} shards, but Redis is laid out "
+                "for another count or is being resharded: nothing was written "
+                "(see Counters.check_layout)"
+            )
+        return Outcome(reply)
+
+    def _adopt_own_layout(self) -> None:
+        """Without a record to ask (a Buffer on its own), take this one's count."""
+        with redis_errors("shard layout"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in range(self.keys.shards):
+                pipe.set(self.keys.layout(s), self.keys.shards, nx=True)
+            pipe.execute()
 
     # -- flushing ------------------------------------------------------------
 
-    def dirty_shards(self) -> list[int]:
-        """Shards holding a pending or an inflight batch (one pipelined round trip)."""
+    def dirty_shards(self, span: int | None = None) -> list[int]:
+        """Shards (of ``0 .. span - 1``, default: this layout's) holding a pending or an
+        inflight batch (one pipelined round trip)."""
         with redis_errors("scan shards"):
             pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
+            for s in range(span or self.keys.shards):
                 pipe.exists(self.keys.pending(s), self.keys.inflight(s))
             found = pipe.execute()
         return [s for s, n in enumerate(found) if n]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -13,7 +14,8 @@ from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
-from .keys import Keys
+from .keys import DRAINING, Keys
+from .layout import Layout
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
@@ -22,6 +24,7 @@ from .stats import Stats
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARDS = 16
+RESHARD_FLUSH_ROUNDS = 200  # flushes of the draining shards before a reshard gives up
 
 
 class Counters:
@@ -51,8 +54,9 @@ class Counters:
     ) -> None:
         self.registry = registry
         self.keys = Keys(prefix=prefix, shards=shards)
-        self.buffer = Buffer(redis, self.keys)
-        self.existence = Existence(redis, sql, self.keys)
+        self.layout = Layout(redis, sql, self.keys)
+        self.buffer = Buffer(redis, self.keys, on_unknown_layout=self.layout.check)
+        self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms, flush_threads
         )
@@ -197,6 +201,56 @@ class Counters:
 
     def backlog(self) -> list[dict]:
         return self.buffer.backlog()
+
+    def check_layout(self) -> int:
+        """Raise LayoutMismatch unless this Counters' shard count is the one recorded
+        for its scope (the first process of a scope records its own); returns it. Call
+        it at startup; increments of a process with another count are refused anyway."""
+        return self.layout.check()
+
+    def reshard(self, new_shards: int) -> dict:
+        """Move the scope to ``new_shards`` shards (engine/layout.py): refuse every
+        increment (LayoutMismatch, a 503) while every shard is flushed empty, rebuild
+        the existence index for the new layout, record the new count.
+
+        This Counters keeps its old count and is refused from then on: build a new one
+        with ``shards=new_shards`` (and restart every process with it). Safe to run
+        again after a failure. Returns ``{"from", "to", "batches", "index"}``.
+        """
+        old = self.keys.shards
+        if new_shards < 1 or new_shards == old:
+            raise ValueError(f"cannot reshard from {old} to {new_shards} shards")
+        if self.layout.recorded() not in (None, old):
+            self.layout.check()  # raises: this process is not on the recorded layout
+        span = max(old, new_shards)
+        self.layout.set_all(span, f"{DRAINING}{new_shards}")
+        batches = self._flush_empty(span)
+        target = Buffer(self.buffer.redis, Keys(self.keys.prefix, new_shards))
+        existence = Existence(target, self.existence.sql)
+        index = {}
+        for table in self.registry.tables():
+            existence.drop(table, span)
+            index[table] = existence.load(table)
+        self.layout.switch(old, new_shards)
+        self.layout.set_all(span, str(new_shards))
+        result = {"from": old, "to": new_shards, "batches": batches, "index": index}
+        log.warning(
+            "%s", json.dumps({"event": "counter_reshard", "scope": self.keys.prefix, **result})
+        )
+        return result
+
+    def _flush_empty(self, span: int) -> int:
+        """Flush shards ``0 .. span - 1`` until none holds a delta; returns the batches."""
+        batches = 0
+        for _ in range(RESHARD_FLUSH_ROUNDS):
+            dirty = self.buffer.dirty_shards(span)
+            if not dirty:
+                return batches
+            summary = self._recorded(lambda d=dirty: self.flusher.flush_shards(d))
+            batches += len(summary.shards)
+            if summary.skipped:  # another flush holds those shards: it empties them
+                time.sleep(self.flusher.lock_ttl_ms / 1000 / 10)
+        raise BufferUnavailable(f"shards still hold deltas after {RESHARD_FLUSH_ROUNDS} flushes")
 
     def durability(self) -> dict:
         """What the buffer's Redis keeps across a crash, per primary: version, AOF on/off,

@@ -17,28 +17,38 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from .buffer import MAX_BIT_OFFSET
+from .buffer import MAX_BIT_OFFSET, Buffer
 from .errors import redis_errors, sql_errors
-from .keys import Keys
 from .sqlarrays import int_array
 
 LOAD_CHUNK_ROWS = 10_000
 
 
 class Existence:
-    def __init__(self, redis, sql: sa.Engine, keys: Keys) -> None:
-        self.redis = redis
+    """Writes go through a script that checks the shard layout (engine/layout.py): a
+    process counting with another shard count would set the wrong bits."""
+
+    def __init__(self, buffer: Buffer, sql: sa.Engine) -> None:
+        self.buffer = buffer
+        self.redis = buffer.redis
         self.sql = sql
-        self.keys = keys
+        self.keys = buffer.keys
 
     def _set(self, table: str, ids: Iterable[int], bit: int) -> None:
-        with redis_errors("existence index"):
-            pipe = self.redis.pipeline(transaction=False)
-            for row_id in ids:
-                offset = self.keys.exists_offset(row_id)
-                if offset <= MAX_BIT_OFFSET:
-                    pipe.setbit(self.keys.exists(self.keys.shard_of(row_id), table), offset, bit)
-            pipe.execute()
+        by_shard: dict[int, list[int]] = {}
+        for row_id in ids:
+            offset = self.keys.exists_offset(row_id)
+            if offset <= MAX_BIT_OFFSET:
+                by_shard.setdefault(self.keys.shard_of(row_id), []).append(offset)
+        self._write(table, bit, by_shard)
+
+    def _write(self, table: str, bit: int, offsets_by_shard: dict[int, list[int]]) -> None:
+        k = self.keys
+        calls = [
+            (self.buffer.mark_script, [k.layout(s), k.exists(s, table)], [k.shards, bit, *offsets])
+            for s, offsets in sorted(offsets_by_shard.items())
+        ]
+        self.buffer.run(calls, "existence index")
 
     def mark(self, table: str, ids: Iterable[int]) -> None:
         """Record rows as existing (call after their INSERT committed)."""
@@ -54,11 +64,12 @@ class Existence:
         with sql_errors(f"look up {table} ids"), self.sql.connect() as conn:
             return {r[0] for r in conn.execute(query, {"ids": int_array(ids)})}
 
-    def drop(self, table: str) -> None:
-        """Forget the index of ``table``: increments say NOT_LOADED until it is loaded."""
+    def drop(self, table: str, span: int | None = None) -> None:
+        """Forget the index of ``table`` (of shards ``0 .. span - 1``, default: this
+        layout's): increments say NOT_LOADED until it is loaded again."""
         with redis_errors("existence index"):
             pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
+            for s in range(span or self.keys.shards):
                 pipe.delete(self.keys.exists(s, table))
             pipe.execute()
 
@@ -86,11 +97,7 @@ class Existence:
             self.mark(table, ids)
             total += len(ids)
             after = ids[-1]
-        with redis_errors("existence index"):
-            pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
-                pipe.setbit(self.keys.exists(s, table), 0, 1)
-            pipe.execute()
+        self._write(table, 1, {s: [0] for s in range(self.keys.shards)})
         return total
 
     def ensure_loaded(self, tables: Iterable[str]) -> dict[str, int]:

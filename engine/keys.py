@@ -9,6 +9,8 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
     {ctr:7}:seq          str   seq of the last batch numbered on this shard
     {ctr:7}:gen          str   this Redis' lineage token for the shard (engine/lineage.py)
+    {ctr:7}:layout       str   the shard count this shard is laid out for, or
+                               "draining:<n>" while a reshard to n drains it (layout.py)
     {ctr:7}:flushing     str   flush lock (token, short TTL): saves a second flusher's work
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 OLDEST_FIELD = "_t"  # ms timestamp of the hash's oldest delta
 BASE_FIELD = "_b"  # "<gen>:<seq>": the batch that precedes this one
 META_FIELDS = (OLDEST_FIELD, BASE_FIELD)
+DRAINING = "draining:"  # a shard's layout while a reshard empties it ("draining:<new>")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class Keys:
 
     def gen(self, shard: int) -> str:
         return f"{self._tag(shard)}:gen"
+
+    def layout(self, shard: int) -> str:
+        return f"{self._tag(shard)}:layout"
 
     def flushing(self, shard: int) -> str:
         return f"{self._tag(shard)}:flushing"

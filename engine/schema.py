@@ -5,7 +5,8 @@ Batch seqs come from ``counter_batch_seq``, so they never repeat, even after Red
 loses its data; a batch whose seq is not above ``applied_seq`` is already in Postgres.
 ``gen``, ``base_seq``, ``past_gens`` and ``verdict`` say which Redis history that batch
 came from and what the flush did with it (engine/lineage.py). The ledger is one row
-per shard, so it never needs pruning.
+per shard, so it never needs pruning. ``counter_scopes`` records each scope's shard
+count (engine/layout.py).
 
 Every statement is idempotent: ``create()`` (and a migration running :data:`DDL`)
 brings a ledger of any earlier version up to date.
@@ -30,9 +31,20 @@ DDL = [
     "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS base_seq bigint",
     "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS past_gens text[] NOT NULL DEFAULT '{}'",
     "ALTER TABLE counter_shards ADD COLUMN IF NOT EXISTS verdict text NOT NULL DEFAULT 'applied'",
+    """CREATE TABLE IF NOT EXISTS counter_scopes (
+        scope text PRIMARY KEY,
+        shards integer NOT NULL CHECK (shards > 0),
+        changed_at timestamptz NOT NULL DEFAULT now()
+    )""",
 ]
 
-DROP = ["DROP TABLE IF EXISTS counter_shards", "DROP SEQUENCE IF EXISTS counter_batch_seq"]
+TABLES = ("counter_shards", "counter_scopes")  # not the app's: migrations leave them be
+
+DROP = [
+    "DROP TABLE IF EXISTS counter_scopes",
+    "DROP TABLE IF EXISTS counter_shards",
+    "DROP SEQUENCE IF EXISTS counter_batch_seq",
+]
 
 
 def create(sql: sa.Engine) -> None:

@@ -61,6 +61,7 @@ def sql(engine_db):
     with eng.begin() as conn:
         conn.execute(sa.text("TRUNCATE items, notes, item_likes RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
+        conn.execute(sa.text("DELETE FROM counter_scopes"))
     yield eng
     eng.dispose()
 

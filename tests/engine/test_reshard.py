@@ -12,7 +12,6 @@ from engine import BufferUnavailable, Outcome
 from tests.engine.conftest import seed, stored
 
 
-@pytest.mark.xfail(strict=True, reason="no layout record, no reshard")
 def test_a_counters_built_with_another_shard_count_is_refused(make_counters, sql):
     four = make_counters(shards=4)
     assert four.check_layout() == 4
@@ -21,7 +20,6 @@ def test_a_counters_built_with_another_shard_count_is_refused(make_counters, sql
         eight.check_layout()
 
 
-@pytest.mark.xfail(strict=True, reason="no layout record, no reshard")
 def test_an_increment_with_the_old_shard_count_is_refused_not_stranded(make_counters, sql, r):
     four, eight = make_counters(shards=4), make_counters(shards=8)
     (i,) = seed(sql, "items", 5)[-1:]  # id 5: shard 1 of 4, shard 5 of 8
@@ -88,7 +86,6 @@ def wait_for(ready) -> None:
     raise AssertionError("no progress")
 
 
-@pytest.mark.xfail(strict=True, reason="no layout record, no reshard")
 @pytest.mark.parametrize(("old", "new"), [(4, 8), (8, 3)])
 def test_reshard_under_traffic_keeps_every_count_exact(old, new, make_counters, sql, r):
     ids = seed(sql, "items", 40)
