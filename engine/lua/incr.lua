@@ -7,16 +7,18 @@
 -- Returns 1 counted, 0 row does not exist, -1 existence index not loaded, -2 the shard
 -- is laid out for another shard count (or being resharded), -3 the shard's layout is
 -- unknown (a new or wiped Redis: the caller sets it up from Postgres and calls again).
--- Nothing is written unless 1 is returned; GETBIT never creates a key.
+-- Nothing is written unless 1 is returned; GETBIT never creates a key, so a refused
+-- increment (an unknown id) leaves nothing behind. The layout is checked only before
+-- writing: a miss writes nothing either way.
 local OLDEST, BASE = '_t', '_b'  -- keys.OLDEST_FIELD, keys.BASE_FIELD
+if KEYS[6] then
+  if redis.call('GETBIT', KEYS[6], 0) == 0 then return -1 end
+  if redis.call('GETBIT', KEYS[6], ARGV[4]) == 0 then return 0 end
+end
 local layout = redis.call('GET', KEYS[5])
 if layout ~= ARGV[3] then
   if layout then return -2 end
   return -3
-end
-if KEYS[6] then
-  if redis.call('GETBIT', KEYS[6], 0) == 0 then return -1 end
-  if redis.call('GETBIT', KEYS[6], ARGV[4]) == 0 then return 0 end
 end
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 for i = 5, #ARGV, 2 do
