@@ -21,10 +21,14 @@ def victim_redis() -> list[str]:
     return [redis_url(REDIS_DB)]
 
 
-def run_victim(db_url: str, shards: int, stage: str, victim_redis: list[str]) -> int:
+def run_victim(
+    db_url: str, shards: int, stage: str, victim_redis: list[str], max_fields: int | None = None
+) -> int:
     url, *cluster = victim_redis
+    bound = [str(max_fields)] if max_fields else []
     proc = subprocess.run(
         [sys.executable, "-m", "tests.engine.flush_victim", db_url, url, str(shards), stage]
+        + bound
         + cluster,
         cwd=ROOT,
         timeout=60,
