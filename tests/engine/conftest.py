@@ -76,6 +76,12 @@ def r():
 
 
 @pytest.fixture
+def victim_redis() -> list[str]:
+    """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
+    return [redis_url(REDIS_DB)]
+
+
+@pytest.fixture
 def make_counters(r, sql):
     def make(shards: int = 4, **kw) -> Counters:
         return Counters(r, sql, REGISTRY, shards=shards, **kw)

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from tests.engine.conftest import seed, stored
-from tests.engine.test_faults import run_victim, victim_redis, wait_out_victim_lock  # noqa: F401
+from tests.engine.test_faults import run_victim, wait_out_victim_lock
 
 MAX_FIELDS = 100
 

@@ -10,15 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Counters, StoreUnavailable
-from tests.engine.conftest import REDIS_DB, REGISTRY, seed, stored
+from tests.engine.conftest import REGISTRY, seed, stored
 from tests.proxy import TcpProxy
-from tests.servers import ROOT, redis_url
-
-
-@pytest.fixture
-def victim_redis() -> list[str]:
-    """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
-    return [redis_url(REDIS_DB)]
+from tests.servers import ROOT
 
 
 def run_victim(
