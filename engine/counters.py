@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 
 from . import durability
-from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Outcome
+from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
@@ -37,7 +37,8 @@ class Counters:
     ``hook(stage, shard)`` is called at each flush stage (claimed, numbered, applied,
     committed), from the flushing thread. ``flush_lock_ttl_ms`` bounds how long a
     flusher that died holds its shard back from the next flush. ``flush_threads``
-    shards flush at once, each on its own SQL connection.
+    shards flush at once, each on its own SQL connection. A batch holds at most
+    ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
     """
 
     def __init__(
@@ -51,13 +52,14 @@ class Counters:
         hook: Hook | None = None,
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         flush_threads: int = FLUSH_THREADS,
+        claim_max_fields: int = CLAIM_MAX_FIELDS,
     ) -> None:
         self.registry = registry
         self.keys = Keys(prefix=prefix, shards=shards)
         self.layout = Layout(redis, sql, self.keys)
         # without Postgres (a Redis-only benchmark), a shard takes this process' count
         setup = self.layout.check if sql is not None else None
-        self.buffer = Buffer(redis, self.keys, on_unknown_layout=setup)
+        self.buffer = Buffer(redis, self.keys, setup, claim_max_fields)
         self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, prefix, hook, flush_lock_ttl_ms, flush_threads

@@ -3,15 +3,12 @@
 import math
 import signal
 
-import pytest
-
 from tests.engine.conftest import seed, stored
 from tests.engine.test_faults import run_victim, wait_out_victim_lock
 
 MAX_FIELDS = 100
 
 
-@pytest.mark.xfail(strict=True, reason="claims are not bounded yet")
 def test_a_claim_moves_at_most_max_fields_and_the_rest_follows_it(make_counters, sql, r):
     counters = make_counters(shards=1, claim_max_fields=MAX_FIELDS)
     ids = seed(sql, "items", 250)
@@ -26,7 +23,6 @@ def test_a_claim_moves_at_most_max_fields_and_the_rest_follows_it(make_counters,
     assert r.hget(counters.keys.pending(0), "_b").decode() == f"{claim.base.gen}:{seq}"
 
 
-@pytest.mark.xfail(strict=True, reason="claims are not bounded yet")
 def test_a_backlog_drains_in_bounded_batches_exactly_once_despite_a_killed_flusher(
     make_counters, sql, engine_db, victim_redis, r
 ):

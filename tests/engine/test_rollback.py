@@ -129,7 +129,6 @@ def test_restored_batch_postgres_holds_lets_its_unapplied_successor_apply(server
     assert c.buffer.dirty_shards() == []
 
 
-@pytest.mark.xfail(strict=True, reason="claims are not bounded yet")
 def test_restored_backlog_claimed_in_parts_is_not_applied_again(server, sql):
     c = counters_on(server, sql, claim_max_fields=3)
     rows = seed(sql, "items", 10)
