@@ -45,9 +45,6 @@ FLUSH_LOCK_TTL_MS = 5_000
 # Cluster replies to commands that did not run: safe to send again, to the right node.
 REFUSED = (MovedError, AskError, TryAgainError)
 
-# The existence bitmap of a shard addresses at most 2**32 bits (Redis' limit).
-MAX_BIT_OFFSET = 2**32 - 1
-
 
 class Outcome(IntEnum):
     """What an existence-checked increment did."""
@@ -218,9 +215,13 @@ class Buffer:
         shard = self.keys.shard_of(row_id)
         k = self.keys
         keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard), k.layout(shard)]
+        where = k.exists_offset(row_id)
         if table is not None:
             keys.append(k.exists(shard, table))
-        args: list = [now_ms(), self.gen_token, k.shards, k.exists_offset(row_id)]
+            if not k.in_bitmap(row_id):  # too far out for the bitmap: the set has it
+                keys.append(k.exists_sparse(shard, table))
+                where = row_id
+        args: list = [now_ms(), self.gen_token, k.shards, where]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
@@ -234,8 +235,6 @@ class Buffer:
         table's existence index, in the same script (one round trip, no key created
         on a miss).
         """
-        if exists_in is not None and self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
-            return Outcome.NOT_LOADED
         keys, args = self._incr_call(row_id, pairs, exists_in)
         with redis_errors("increment"):
             reply = self._incr(keys=keys, args=args)
@@ -249,17 +248,8 @@ class Buffer:
     ) -> list[Outcome]:
         """``add(row_id, pairs, exists_in=table)`` for each ``(row_id, pairs, table)``, in one
         pipelined round trip; the outcomes in the same order."""
-        out: list[Outcome | None] = [None] * len(rows)
-        calls, sent = [], []
-        for i, (row_id, pairs, table) in enumerate(rows):
-            if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
-                out[i] = Outcome.NOT_LOADED
-                continue
-            calls.append((self._incr, *self._incr_call(row_id, pairs, table)))
-            sent.append(i)
-        for i, reply in zip(sent, self.run(calls, "increment"), strict=True):
-            out[i] = self.outcome(reply)
-        return out
+        calls = [(self._incr, *self._incr_call(*row)) for row in rows]
+        return [self.outcome(reply) for reply in self.run(calls, "increment")]
 
     def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
         """Add deltas for several rows in one pipelined round trip (no existence check)."""

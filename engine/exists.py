@@ -1,5 +1,7 @@
 """Existence index: one Redis bitmap per table and shard, so the hot path can refuse
-increments for rows that do not exist without asking Postgres.
+increments for rows that do not exist without asking Postgres. A bitmap addresses
+2**32 bits (ids up to ~6.9e10 with 16 shards); a row beyond that is kept in a set of
+ids per table and shard instead, checked by the same increment script.
 
 Bit 0 of every shard's bitmap means "loaded". After a Redis reset the bitmaps are
 gone, increments report ``Outcome.NOT_LOADED`` and callers fall back to Postgres
@@ -17,7 +19,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from .buffer import MAX_BIT_OFFSET, Buffer
+from .buffer import Buffer
 from .errors import redis_errors, sql_errors
 from .sqlarrays import int_array
 
@@ -35,18 +37,26 @@ class Existence:
         self.keys = buffer.keys
 
     def _set(self, table: str, ids: Iterable[int], bit: int) -> None:
-        by_shard: dict[int, list[int]] = {}
-        for row_id in ids:
-            offset = self.keys.exists_offset(row_id)
-            if offset <= MAX_BIT_OFFSET:
-                by_shard.setdefault(self.keys.shard_of(row_id), []).append(offset)
-        self._write(table, bit, by_shard)
-
-    def _write(self, table: str, bit: int, offsets_by_shard: dict[int, list[int]]) -> None:
         k = self.keys
+        bits: dict[int, list[int]] = {}
+        sparse: dict[int, list[int]] = {}
+        for row_id in ids:
+            if k.in_bitmap(row_id):
+                bits.setdefault(k.shard_of(row_id), []).append(k.exists_offset(row_id))
+            else:
+                sparse.setdefault(k.shard_of(row_id), []).append(row_id)
+        self._write(table, bit, bits, sparse)
+
+    def _write(self, table: str, bit: int, bits: dict, sparse: dict | None = None) -> None:
+        """One round trip: per shard, bit offsets of its bitmap and ids of its set."""
+        k, mark = self.keys, self.buffer.mark_script
         calls = [
-            (self.buffer.mark_script, [k.layout(s), k.exists(s, table)], [k.shards, bit, *offsets])
-            for s, offsets in sorted(offsets_by_shard.items())
+            (mark, [k.layout(s), k.exists(s, table)], [k.shards, bit, "bits", *offsets])
+            for s, offsets in sorted(bits.items())
+        ]
+        calls += [
+            (mark, [k.layout(s), k.exists_sparse(s, table)], [k.shards, bit, "set", *ids])
+            for s, ids in sorted((sparse or {}).items())
         ]
         self.buffer.run(calls, "existence index")
 
@@ -70,7 +80,8 @@ class Existence:
         with redis_errors("existence index"):
             pipe = self.redis.pipeline(transaction=False)
             for s in range(span or self.keys.shards):
-                pipe.delete(self.keys.exists(s, table))
+                pipe.delete(self.keys.exists(s, table))  # one key per DEL: cluster pipelines
+                pipe.delete(self.keys.exists_sparse(s, table))
             pipe.execute()
 
     def loaded(self, table: str) -> bool:

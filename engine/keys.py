@@ -13,6 +13,7 @@ single Redis Cluster slot and its Lua scripts touch one node.
                                "draining:<n>" while a reshard to n drains it (layout.py)
     {ctr:7}:flushing     str   flush lock (token, short TTL): saves a second flusher's work
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
+    {ctr:7}:exs:posts    set   ids of the shard's posts rows beyond the bitmap's reach
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
 """
@@ -26,6 +27,9 @@ from dataclasses import dataclass
 OLDEST_FIELD = "_t"  # ms timestamp of the hash's oldest delta
 BASE_FIELD = "_b"  # "<gen>:<seq>": the batch that precedes this one
 META_FIELDS = (OLDEST_FIELD, BASE_FIELD)
+# A Redis bitmap addresses at most 2**32 bits: with 16 shards, ids up to ~6.9e10.
+MAX_BIT_OFFSET = 2**32 - 1
+
 DRAINING = "draining:"  # a shard's layout while a reshard empties it ("draining:<new>")
 
 
@@ -79,6 +83,9 @@ class Keys:
     def exists(self, shard: int, table: str) -> str:
         return f"{self._tag(shard)}:ex:{table}"
 
+    def exists_sparse(self, shard: int, table: str) -> str:
+        return f"{self._tag(shard)}:exs:{table}"
+
     def shard_keys(self, shard: int) -> list[str]:
         """The four keys of the claim/release/read scripts, in their KEYS order."""
         return [self.pending(shard), self.inflight(shard), self.batch(shard), self.seq(shard)]
@@ -87,8 +94,12 @@ class Keys:
         return f"{{{self.prefix}}}:stats"
 
     def exists_offset(self, row_id: int) -> int:
-        """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'."""
+        """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'. Above
+        MAX_BIT_OFFSET the row is kept in the shard's set (:meth:`exists_sparse`)."""
         return row_id // self.shards + 1
+
+    def in_bitmap(self, row_id: int) -> bool:
+        return self.exists_offset(row_id) <= MAX_BIT_OFFSET
 
 
 def field(row_id: int, code: str) -> str:

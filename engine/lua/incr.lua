@@ -1,9 +1,10 @@
 -- Add deltas to one shard's pending hash, optionally only if the row exists.
 -- KEYS: pending, accepted-events hash (per code, for metrics), gen, seq, layout, and
--- optionally the shard's existence bitmap of the table.
+-- optionally the shard's existence bitmap of the table, then its set of ids too far
+-- out for the bitmap (only for such an id).
 -- ARGV[1] now (ms); ARGV[2] a token of the caller, to start a lineage if the shard has
--- none; ARGV[3] the caller's shard count; ARGV[4] bit offset of the row (ignored
--- without the bitmap); ARGV[5..] field, delta pairs.
+-- none; ARGV[3] the caller's shard count; ARGV[4] the row's bit offset, or its id when
+-- the set is given (ignored without the bitmap); ARGV[5..] field, delta pairs.
 -- Returns 1 counted, 0 row does not exist, -1 existence index not loaded, -2 the shard
 -- is laid out for another shard count (or being resharded), -3 the shard's layout is
 -- unknown (a new or wiped Redis: the caller sets it up from Postgres and calls again).
@@ -13,7 +14,11 @@
 local OLDEST, BASE = '_t', '_b'  -- keys.OLDEST_FIELD, keys.BASE_FIELD
 if KEYS[6] then
   if redis.call('GETBIT', KEYS[6], 0) == 0 then return -1 end
-  if redis.call('GETBIT', KEYS[6], ARGV[4]) == 0 then return 0 end
+  if KEYS[7] then
+    if redis.call('SISMEMBER', KEYS[7], ARGV[4]) == 0 then return 0 end
+  elseif redis.call('GETBIT', KEYS[6], ARGV[4]) == 0 then
+    return 0
+  end
 end
 local layout = redis.call('GET', KEYS[5])
 if layout ~= ARGV[3] then

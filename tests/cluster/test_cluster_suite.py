@@ -8,6 +8,7 @@ gets the cluster too.
 
 import pytest
 
+from tests.engine.test_big_ids import *  # noqa: F403
 from tests.engine.test_bounded import *  # noqa: F403
 from tests.engine.test_buffer import *  # noqa: F403
 from tests.engine.test_faults import *  # noqa: F403

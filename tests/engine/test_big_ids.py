@@ -1,7 +1,6 @@
 """Rows with ids of any bigint size: beyond what an existence bitmap can address
 (id // shards + 1 > 2**32 - 1) the index keeps a set of ids, checked by the same script."""
 
-import pytest
 import sqlalchemy as sa
 
 from engine import Outcome
@@ -19,7 +18,6 @@ def insert(sql, ids) -> None:
         )
 
 
-@pytest.mark.xfail(strict=True, reason="huge ids are not indexed")
 def test_every_path_finds_rows_with_huge_ids_and_refuses_absent_ones(make_counters, sql, r):
     counters = make_counters(shards=4)
     (dense,) = seed(sql, "items", 1)
@@ -52,7 +50,6 @@ def test_every_path_finds_rows_with_huge_ids_and_refuses_absent_ones(make_counte
     assert counters.incr("items.hits", BIG[0], 1, check_exists=True) is Outcome.COUNTED
 
 
-@pytest.mark.xfail(strict=True, reason="huge ids are not indexed")
 def test_a_rebuilt_index_holds_huge_ids_too(make_counters, sql):
     counters = make_counters(shards=3)
     insert(sql, BIG)
