@@ -14,6 +14,7 @@ from .counters import Counters
 from .errors import (
     BufferUnavailable,
     CounterError,
+    LayoutMismatch,
     StoreUnavailable,
     TargetMissing,
     UnknownCounter,
@@ -34,6 +35,7 @@ __all__ = [
     "Counters",
     "Fix",
     "FlushSummary",
+    "LayoutMismatch",
     "Outcome",
     "ReconcileResult",
     "Registry",

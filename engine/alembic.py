@@ -19,11 +19,15 @@ from . import schema
 
 # step -> statements that undo it
 UNDO = {
-    "0001_ledger": schema.DROP,
+    "0001_ledger": [
+        "DROP TABLE IF EXISTS counter_shards",
+        "DROP SEQUENCE IF EXISTS counter_batch_seq",
+    ],
     "0002_lineage": [
         f"ALTER TABLE counter_shards DROP COLUMN IF EXISTS {column}"
         for column in ("verdict", "past_gens", "base_seq", "gen")
     ],
+    "0003_scopes": ["DROP TABLE IF EXISTS counter_scopes"],
 }
 
 

@@ -28,22 +28,22 @@ from redis.exceptions import (
 
 from .batch import decoded
 from .clients import command_retries
-from .errors import BufferUnavailable, redis_errors
+from .errors import BufferUnavailable, LayoutMismatch, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
 
 log = logging.getLogger(__name__)
 
 DURABLE_TIMEOUT_MS = 5_000  # how long a flush waits for Redis to fsync its batch
+# Delta fields one claim moves at most: after an outage a shard's backlog drains in
+# several transactions of this size instead of one Lua call and one transaction for all.
+CLAIM_MAX_FIELDS = 50_000
 # A shard flush takes ~30 ms for 1,500 counters; a flusher killed mid-flush holds its
 # shard back for at most this long. Correctness never rests on it: batches are fenced.
 FLUSH_LOCK_TTL_MS = 5_000
 
 # Cluster replies to commands that did not run: safe to send again, to the right node.
 REFUSED = (MovedError, AskError, TryAgainError)
-
-# The existence bitmap of a shard addresses at most 2**32 bits (Redis' limit).
-MAX_BIT_OFFSET = 2**32 - 1
 
 
 class Outcome(IntEnum):
@@ -52,6 +52,11 @@ class Outcome(IntEnum):
     NOT_LOADED = -1  # the existence index is missing: caller must ask Postgres
     MISSING = 0  # the row does not exist; nothing was written
     COUNTED = 1
+
+
+# Script replies about the shard layout (engine/layout.py); nothing was written.
+LAYOUT_CHANGED = -2  # laid out for another shard count, or draining for a reshard
+LAYOUT_UNKNOWN = -3  # no layout in Redis (new or wiped): set it up and call again
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Claim:
     resumed: bool
     fields: list[bytes]
     base: Base | None = None  # None: written before batches carried one
+    partial: bool = False  # pending kept what was beyond claim_max_fields
 
     @property
     def deltas(self) -> dict[str, int]:
@@ -169,9 +175,20 @@ def cluster_stack(pipe: ClusterPipeline) -> list:
 class Buffer:
     """Sharded delta buffer in Redis (works with ``redis.Redis`` and ``RedisCluster``)."""
 
-    def __init__(self, redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis,
+        keys: Keys,
+        on_unknown_layout=None,
+        claim_max_fields: int = CLAIM_MAX_FIELDS,
+    ) -> None:
+        if claim_max_fields < 1:
+            raise ValueError("claim_max_fields must be at least 1")
         self.redis = redis
         self.keys = keys
+        self.claim_max_fields = claim_max_fields
+        # sets up the layout of a Redis that has none (Counters: from Postgres)
+        self.on_unknown_layout = on_unknown_layout or self._adopt_own_layout
         # starts a shard's lineage when a wiped Redis takes its first increment
         self.gen_token = secrets.token_hex(4)
         if command_retries(redis):
@@ -184,10 +201,12 @@ class Buffer:
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
         self._unlock = redis.register_script(_load("unlock.lua"))
+        self._relock = redis.register_script(_load("relock.lua"))
         self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
         self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
+        self.mark_script = redis.register_script(_load("mark.lua"))
 
     # -- writing -------------------------------------------------------------
 
@@ -195,10 +214,14 @@ class Buffer:
         """Arguments of one incr script call for one row."""
         shard = self.keys.shard_of(row_id)
         k = self.keys
-        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard)]
+        keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard), k.layout(shard)]
+        where = k.exists_offset(row_id)
         if table is not None:
             keys.append(k.exists(shard, table))
-        args: list = [now_ms(), self.gen_token, k.exists_offset(row_id)]
+            if not k.in_bitmap(row_id):  # too far out for the bitmap: the set has it
+                keys.append(k.exists_sparse(shard, table))
+                where = row_id
+        args: list = [now_ms(), self.gen_token, k.shards, where]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
@@ -212,47 +235,79 @@ class Buffer:
         table's existence index, in the same script (one round trip, no key created
         on a miss).
         """
-        if exists_in is not None and self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
-            return Outcome.NOT_LOADED
         keys, args = self._incr_call(row_id, pairs, exists_in)
         with redis_errors("increment"):
-            return Outcome(self._incr(keys=keys, args=args))
+            reply = self._incr(keys=keys, args=args)
+            if reply == LAYOUT_UNKNOWN:
+                self.on_unknown_layout()
+                reply = self._incr(keys=keys, args=args)
+        return self.outcome(reply)
 
     def add_checked(
         self, rows: Sequence[tuple[int, Sequence[tuple[str, int]], str]]
     ) -> list[Outcome]:
         """``add(row_id, pairs, exists_in=table)`` for each ``(row_id, pairs, table)``, in one
         pipelined round trip; the outcomes in the same order."""
-        out: list[Outcome | None] = [None] * len(rows)
-        trip = RoundTrip(self.redis)
-        sent = []
-        for i, (row_id, pairs, table) in enumerate(rows):
-            if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:
-                out[i] = Outcome.NOT_LOADED
-                continue
-            trip.script(self._incr, *self._incr_call(row_id, pairs, table))
-            sent.append(i)
-        if sent:
-            with redis_errors("increment"):
-                for i, reply in zip(sent, trip.execute(), strict=True):
-                    out[i] = Outcome(reply)
-        return out
+        calls = [(self._incr, *self._incr_call(*row)) for row in rows]
+        return [self.outcome(reply) for reply in self.run(calls, "increment")]
 
     def add_many(self, rows: Iterable[tuple[int, Sequence[tuple[str, int]]]]) -> None:
         """Add deltas for several rows in one pipelined round trip (no existence check)."""
-        with redis_errors("increment"):
+        self.run([(self._incr, *self._incr_call(row_id, pairs, None)) for row_id, pairs in rows])
+
+    def run(self, calls: list[tuple[Script, list, list]], what: str = "increment") -> list:
+        """Send layout-checked script calls in one round trip; their replies in order.
+
+        A shard whose layout Redis does not know gets it set up and its calls sent again
+        (they wrote nothing); LayoutMismatch if any call is refused for its layout (the
+        other calls of the trip went through).
+        """
+        if not calls:
+            return []
+        with redis_errors(what):
             trip = RoundTrip(self.redis)
-            for row_id, pairs in rows:
-                trip.script(self._incr, *self._incr_call(row_id, pairs, None))
-            trip.execute()
+            for script, keys, args in calls:
+                trip.script(script, keys, args)
+            replies = trip.execute()
+            unknown = [i for i, reply in enumerate(replies) if reply == LAYOUT_UNKNOWN]
+            if unknown:
+                self.on_unknown_layout()
+                again = RoundTrip(self.redis)
+                for i in unknown:
+                    again.script(*calls[i])
+                for i, reply in zip(unknown, again.execute(), strict=True):
+                    replies[i] = reply
+        for reply in replies:
+            self.outcome(reply)
+        return replies
+
+    def outcome(self, reply: int) -> Outcome:
+        """The Outcome of an increment script's reply; raises LayoutMismatch for a
+        refusal on layout grounds."""
+        if reply in (LAYOUT_CHANGED, LAYOUT_UNKNOWN):
+            raise LayoutMismatch(
+                f"this process counts with {self.keys.shards} shards, but Redis is laid out "
+                "for another count or is being resharded: nothing was written "
+                "(see Counters.check_layout)"
+            )
+        return Outcome(reply)
+
+    def _adopt_own_layout(self) -> None:
+        """Without a record to ask (a Buffer on its own), take this one's count."""
+        with redis_errors("shard layout"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in range(self.keys.shards):
+                pipe.set(self.keys.layout(s), self.keys.shards, nx=True)
+            pipe.execute()
 
     # -- flushing ------------------------------------------------------------
 
-    def dirty_shards(self) -> list[int]:
-        """Shards holding a pending or an inflight batch (one pipelined round trip)."""
+    def dirty_shards(self, span: int | None = None) -> list[int]:
+        """Shards (of ``0 .. span - 1``, default: this layout's) holding a pending or an
+        inflight batch (one pipelined round trip)."""
         with redis_errors("scan shards"):
             pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
+            for s in range(span or self.keys.shards):
                 pipe.exists(self.keys.pending(s), self.keys.inflight(s))
             found = pipe.execute()
         return [s for s, n in enumerate(found) if n]
@@ -262,18 +317,25 @@ class Buffer:
         with redis_errors(f"lock shard {shard}"):
             return bool(self.redis.set(self.keys.flushing(shard), token, nx=True, px=ttl_ms))
 
+    def relock(self, shard: int, token: str, ttl_ms: int = FLUSH_LOCK_TTL_MS) -> bool:
+        """Extend the flush lock for ``ttl_ms`` if it is still ours; False when it is not."""
+        with redis_errors(f"lock shard {shard}"):
+            return bool(self._relock(keys=[self.keys.flushing(shard)], args=[token, ttl_ms]))
+
     def unlock(self, shard: int, token: str) -> None:
         """Drop the flush lock if it is still ours (it expires by itself otherwise)."""
         with redis_errors(f"unlock shard {shard}"):
             self._unlock(keys=[self.keys.flushing(shard)], args=[token])
 
     def claim(self, shard: int, token: str) -> Claim | None:
-        """Move pending to inflight under ``token``, or return the inflight batch as is."""
+        """Move pending to inflight under ``token`` (at most ``claim_max_fields`` delta
+        fields of it: ``partial`` says more were left), or return the inflight batch as is."""
+        args = [token, now_ms(), self.claim_max_fields]
         with redis_errors(f"claim shard {shard}"):
-            reply = self._claim(keys=self.keys.shard_keys(shard), args=[token, now_ms()])
+            reply = self._claim(keys=self.keys.shard_keys(shard), args=args)
         if not reply:
             return None
-        token, seq, claimed_ms, resumed, flat, base = reply
+        token, seq, claimed_ms, resumed, flat, base, partial = reply
         if flat and isinstance(flat[0], str):  # a client with decode_responses=True
             flat = [x.encode() for x in flat]
         return Claim(
@@ -284,6 +346,7 @@ class Buffer:
             bool(resumed),
             flat,
             Base.parse(base),
+            bool(partial),
         )
 
     def number(self, shard: int, token: str, fresh_seq: int | None) -> int | None:
@@ -308,7 +371,7 @@ class Buffer:
 
     def _number(self, shard: int, token: str, fresh_seq: int | None, durable: bool):
         k = self.keys
-        keys = [k.batch(shard), k.seq(shard), k.pending(shard), k.gen(shard)]
+        keys = [k.batch(shard), k.seq(shard), k.pending(shard)]
         args = [token, "" if fresh_seq is None else fresh_seq, now_ms()]
         client, node = self._node_of(k.batch(shard))
         wait = durable and node not in self._no_waitaof

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import durability, report, writes
-from .buffer import FLUSH_LOCK_TTL_MS, MAX_BIT_OFFSET, Buffer, Outcome
+from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
-from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, Keys
+from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
+from .layout import Layout
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
@@ -41,6 +42,7 @@ def _checked_id(row_id: int) -> int:
 
 # A rebuild that dies holds its table's lock this long; a live one takes ~1 s per 1M rows.
 REBUILD_LOCK_TTL_MS = 600_000
+RESHARD_FLUSH_ROUNDS = 200  # flushes of the draining shards before a reshard gives up
 
 
 class Counters:
@@ -54,7 +56,8 @@ class Counters:
     (claimed, numbered, applied, committed), from the flushing thread (fault tests use
     it). ``flush_lock_ttl_ms`` bounds how long a flusher that died holds its shard back
     from the next flush. ``flush_threads`` shards flush at once, each on its own SQL
-    connection.
+    connection. A batch holds at most
+    ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
     """
 
     def __init__(
@@ -68,12 +71,16 @@ class Counters:
         hook: Hook | None = None,
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         flush_threads: int = FLUSH_THREADS,
+        claim_max_fields: int = CLAIM_MAX_FIELDS,
     ) -> None:
         self.registry = registry
         self.sql = sql
         self.keys = Keys(scope=scope, shards=shards)
-        self.buffer = Buffer(redis, self.keys)
-        self.existence = Existence(redis, sql, self.keys)
+        self.layout = Layout(redis, sql, self.keys)
+        # without Postgres (a Redis-only benchmark), a shard takes this process' count
+        setup = self.layout.check if sql is not None else None
+        self.buffer = Buffer(redis, self.keys, setup, claim_max_fields)
+        self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
         )
@@ -258,8 +265,6 @@ class Counters:
         counter = self.registry.get(name)
         if not _bigint(row_id):
             return Outcome.MISSING, None, None
-        if self.keys.exists_offset(row_id) > MAX_BIT_OFFSET:  # beyond the bitmap: ask Postgres
-            return Outcome.NOT_LOADED, None, None
         outcome, counts, rows = self.live.read(
             counter.table, [row_id], bump=counter, columns=columns
         )
@@ -400,6 +405,56 @@ class Counters:
     def close(self) -> None:
         """Close the Redis client's connections (the SQL engine is the caller's)."""
         self.buffer.redis.close()
+
+    def check_layout(self) -> int:
+        """Raise LayoutMismatch unless this Counters' shard count is the one recorded
+        for its scope (the first process of a scope records its own); returns it. Call
+        it at startup; increments of a process with another count are refused anyway."""
+        return self.layout.check()
+
+    def reshard(self, new_shards: int) -> dict:
+        """Move the scope to ``new_shards`` shards (engine/layout.py): refuse every
+        increment (LayoutMismatch, a 503) while every shard is flushed empty, rebuild
+        the existence index for the new layout, record the new count.
+
+        This Counters keeps its old count and is refused from then on: build a new one
+        with ``shards=new_shards`` (and restart every process with it). Safe to run
+        again after a failure. Returns ``{"from", "to", "batches", "index"}``.
+        """
+        old = self.keys.shards
+        if new_shards < 1 or new_shards == old:
+            raise ValueError(f"cannot reshard from {old} to {new_shards} shards")
+        if self.layout.recorded() not in (None, old):
+            self.layout.check()  # raises: this process is not on the recorded layout
+        span = max(old, new_shards)
+        self.layout.set_all(span, f"{DRAINING}{new_shards}")
+        batches = self._flush_empty(span)
+        target = Buffer(self.buffer.redis, Keys(self.keys.scope, new_shards))
+        existence = Existence(target, self.existence.sql)
+        index = {}
+        for table in self.registry.tables():
+            existence.drop(table, span)
+            index[table] = existence.load(table)
+        self.layout.switch(old, new_shards)
+        self.layout.set_all(span, str(new_shards))
+        result = {"from": old, "to": new_shards, "batches": batches, "index": index}
+        log.warning(
+            "%s", json.dumps({"event": "counter_reshard", "scope": self.keys.scope, **result})
+        )
+        return result
+
+    def _flush_empty(self, span: int) -> int:
+        """Flush shards ``0 .. span - 1`` until none holds a delta; returns the batches."""
+        batches = 0
+        for _ in range(RESHARD_FLUSH_ROUNDS):
+            dirty = self.buffer.dirty_shards(span)
+            if not dirty:
+                return batches
+            summary = self._recorded(lambda d=dirty: self.flusher.flush_shards(d))
+            batches += len(summary.shards)
+            if summary.skipped:  # another flush holds those shards: it empties them
+                time.sleep(self.flusher.lock_ttl_ms / 1000 / 10)
+        raise BufferUnavailable(f"shards still hold deltas after {RESHARD_FLUSH_ROUNDS} flushes")
 
     def durability(self) -> dict:
         """What the buffer's Redis keeps across a crash, per primary: version, AOF on/off,

@@ -21,6 +21,11 @@ class BufferUnavailable(CounterError):
     """Redis (the delta buffer) could not be reached or answered with an error."""
 
 
+class LayoutMismatch(BufferUnavailable):
+    """This process counts with another shard count than the one recorded, or a reshard
+    is draining the shards: nothing was written (a 503, like Redis being down)."""
+
+
 class StoreUnavailable(CounterError):
     """Postgres (the counter store) could not be reached or a statement failed."""
 

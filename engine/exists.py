@@ -1,5 +1,7 @@
 """Existence index: one Redis bitmap per table and shard, so the hot path can refuse
-increments for rows that do not exist without asking Postgres.
+increments for rows that do not exist without asking Postgres. A bitmap addresses
+2**32 bits (ids up to ~6.9e10 with 16 shards); a row beyond that is kept in a set of
+ids per table and shard instead, checked by the same increment script.
 
 Bit 0 of every shard's bitmap means "loaded". After a Redis reset the bitmaps are
 gone, increments report ``Outcome.NOT_LOADED`` and callers fall back to Postgres
@@ -17,28 +19,46 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from .buffer import MAX_BIT_OFFSET
+from .buffer import Buffer
 from .errors import redis_errors, sql_errors
-from .keys import Keys
 from .sqlarrays import int_array
 
 LOAD_CHUNK_ROWS = 10_000
 
 
 class Existence:
-    def __init__(self, redis, sql: sa.Engine, keys: Keys) -> None:
-        self.redis = redis
+    """Writes go through a script that checks the shard layout (engine/layout.py): a
+    process counting with another shard count would set the wrong bits."""
+
+    def __init__(self, buffer: Buffer, sql: sa.Engine) -> None:
+        self.buffer = buffer
+        self.redis = buffer.redis
         self.sql = sql
-        self.keys = keys
+        self.keys = buffer.keys
 
     def _set(self, table: str, ids: Iterable[int], bit: int) -> None:
-        with redis_errors("existence index"):
-            pipe = self.redis.pipeline(transaction=False)
-            for row_id in ids:
-                offset = self.keys.exists_offset(row_id)
-                if offset <= MAX_BIT_OFFSET:
-                    pipe.setbit(self.keys.exists(self.keys.shard_of(row_id), table), offset, bit)
-            pipe.execute()
+        k = self.keys
+        bits: dict[int, list[int]] = {}
+        sparse: dict[int, list[int]] = {}
+        for row_id in ids:
+            if k.in_bitmap(row_id):
+                bits.setdefault(k.shard_of(row_id), []).append(k.exists_offset(row_id))
+            else:
+                sparse.setdefault(k.shard_of(row_id), []).append(row_id)
+        self._write(table, bit, bits, sparse)
+
+    def _write(self, table: str, bit: int, bits: dict, sparse: dict | None = None) -> None:
+        """One round trip: per shard, bit offsets of its bitmap and ids of its set."""
+        k, mark = self.keys, self.buffer.mark_script
+        calls = [
+            (mark, [k.layout(s), k.exists(s, table)], [k.shards, bit, "bits", *offsets])
+            for s, offsets in sorted(bits.items())
+        ]
+        calls += [
+            (mark, [k.layout(s), k.exists_sparse(s, table)], [k.shards, bit, "set", *ids])
+            for s, ids in sorted((sparse or {}).items())
+        ]
+        self.buffer.run(calls, "existence index")
 
     def mark(self, table: str, ids: Iterable[int]) -> None:
         """Record rows as existing (call after their INSERT committed)."""
@@ -54,12 +74,14 @@ class Existence:
         with sql_errors(f"look up {table} ids"), self.sql.connect() as conn:
             return {r[0] for r in conn.execute(query, {"ids": int_array(ids)})}
 
-    def drop(self, table: str) -> None:
-        """Forget the index of ``table``: increments say NOT_LOADED until it is loaded."""
+    def drop(self, table: str, span: int | None = None) -> None:
+        """Forget the index of ``table`` (of shards ``0 .. span - 1``, default: this
+        layout's): increments say NOT_LOADED until it is loaded again."""
         with redis_errors("existence index"):
             pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
-                pipe.delete(self.keys.exists(s, table))
+            for s in range(span or self.keys.shards):
+                pipe.delete(self.keys.exists(s, table))  # one key per DEL: cluster pipelines
+                pipe.delete(self.keys.exists_sparse(s, table))
             pipe.execute()
 
     def loaded(self, table: str) -> bool:
@@ -86,11 +108,7 @@ class Existence:
             self.mark(table, ids)
             total += len(ids)
             after = ids[-1]
-        with redis_errors("existence index"):
-            pipe = self.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
-                pipe.setbit(self.keys.exists(s, table), 0, 1)
-            pipe.execute()
+        self._write(table, 1, {s: [0] for s in range(self.keys.shards)})
         return total
 
     def ensure_loaded(self, tables: Iterable[str]) -> dict[str, int]:

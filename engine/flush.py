@@ -68,6 +68,7 @@ NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
 # Shards flushed at once by one flush call: two overlap one shard's Redis and Python
 # work with another's Postgres work, using at most two connections.
 FLUSH_THREADS = 2
+DRAIN_BATCHES = 1_000  # batches of one shard per flush call, at most (claim_max_fields each)
 
 Hook = Callable[[str, int], None]  # (stage, shard): claimed, numbered, applied, committed
 
@@ -85,6 +86,7 @@ class ShardFlush:
     dropped_rollback: int = 0  # fields of a batch Postgres already held (lineage)
     rolled_back: str | None = None  # lineage.STALE / lineage.PAST when dropped so
     resumed: bool = False
+    partial: bool = False  # a bounded claim: the shard had more behind this batch
     already_applied: bool = False
     lag_s: float | None = None
     duration_s: float = 0.0
@@ -283,7 +285,7 @@ class Flusher:
         if seq is None:  # finished by another flush while we were numbering it
             return None
         self._stage("numbered", shard)
-        result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed)
+        result = ShardFlush(shard=shard, seq=seq, resumed=claim.resumed, partial=claim.partial)
         batch = split(self.registry, claim.fields)
         result.counters = batch.size
         if batch.oldest_ms is not None:
@@ -328,9 +330,10 @@ class Flusher:
             "seq": seq,
             "bgen": base.gen if base else None,
             "bseq": base.seq if base else None,
-            # only a batch that was inflight when Redis came back can have a successor
-            # that was rebased onto a seq this flush just made up (engine/lineage.py)
-            "mint": f"m{uuid.uuid4().hex[:12]}" if claim.resumed else None,
+            # only these can have a successor that existed before Redis came back and
+            # was rebased onto the seq this flush just made up (engine/lineage.py)
+            "mint": f"m{uuid.uuid4().hex[:12]}" if claim.resumed or claim.partial else None,
+            "split": claim.partial and not claim.resumed,
         }
         row = conn.execute(MARK_APPLIED, params).first()
         if row is not None:
@@ -360,15 +363,19 @@ class Flusher:
             gen,
         )
 
-    def _drain(self, shard: int) -> list[ShardFlush]:
+    def _drain(self, shard: int, lock: str) -> list[ShardFlush]:
+        """Flush the shard's batch, then the next one while there is more: what piled up
+        behind an orphaned batch, or the rest of a backlog a bounded claim left."""
         done = []
-        result = self.flush_shard(shard)
-        if result is not None:
+        while len(done) < DRAIN_BATCHES:
+            result = self.flush_shard(shard)
+            if result is None:
+                break
             done.append(result)
-            if result.resumed:  # the orphaned batch is done; now what piled up behind it
-                result = self.flush_shard(shard)
-                if result is not None:
-                    done.append(result)
+            if not (result.resumed or result.partial):
+                break
+            if not self.buffer.relock(shard, lock, self.lock_ttl_ms):
+                break  # our lock lapsed and another flush has the shard now
         return done
 
     def _flush_locked(self, shard: int) -> tuple[list[ShardFlush], bool, CounterError | None]:
@@ -378,7 +385,7 @@ class Flusher:
             if not self.buffer.lock(shard, token, self.lock_ttl_ms):
                 return [], True, None
             try:
-                return self._drain(shard), False, None
+                return self._drain(shard, token), False, None
             finally:
                 self._unlock(shard, token)
         except (StoreUnavailable, BufferUnavailable) as exc:

@@ -9,8 +9,11 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
     {ctr:7}:seq          str   seq of the last batch numbered on this shard
     {ctr:7}:gen          str   this Redis' lineage token for the shard (engine/lineage.py)
+    {ctr:7}:layout       str   the shard count this shard is laid out for, or
+                               "draining:<n>" while a reshard to n drains it (layout.py)
     {ctr:7}:flushing     str   flush lock (token, short TTL): saves a second flusher's work
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
+    {ctr:7}:exs:posts    set   ids of the shard's posts rows beyond the bitmap's reach
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
     {ctr}:rebuilding:posts str lock of the posts existence-index rebuild (TTL)
@@ -27,6 +30,10 @@ BASE_FIELD = "_b"  # "<gen>:<seq>": the batch that precedes this one
 META_FIELDS = (OLDEST_FIELD, BASE_FIELD)
 DEFAULT_SHARDS = 16
 DEFAULT_SCOPE = "ctr"
+# A Redis bitmap addresses at most 2**32 bits: with 16 shards, ids up to ~6.9e10.
+MAX_BIT_OFFSET = 2**32 - 1
+
+DRAINING = "draining:"  # a shard's layout while a reshard empties it ("draining:<new>")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class Keys:
     def gen(self, shard: int) -> str:
         return f"{self._tag(shard)}:gen"
 
+    def layout(self, shard: int) -> str:
+        return f"{self._tag(shard)}:layout"
+
     def flushing(self, shard: int) -> str:
         return f"{self._tag(shard)}:flushing"
 
@@ -77,6 +87,9 @@ class Keys:
 
     def exists(self, shard: int, table: str) -> str:
         return f"{self._tag(shard)}:ex:{table}"
+
+    def exists_sparse(self, shard: int, table: str) -> str:
+        return f"{self._tag(shard)}:exs:{table}"
 
     def shard_keys(self, shard: int) -> list[str]:
         """The four keys of the claim/release/read scripts, in their KEYS order."""
@@ -90,8 +103,12 @@ class Keys:
         return f"{{{self.scope}}}:rebuilding:{table}"
 
     def exists_offset(self, row_id: int) -> int:
-        """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'."""
+        """Bit offset of a row in its shard's existence bitmap; bit 0 marks 'loaded'. Above
+        MAX_BIT_OFFSET the row is kept in the shard's set (:meth:`exists_sparse`)."""
         return row_id // self.shards + 1
+
+    def in_bitmap(self, row_id: int) -> bool:
+        return self.exists_offset(row_id) <= MAX_BIT_OFFSET
 
 
 def field(row_id: int, code: str) -> str:

@@ -25,13 +25,15 @@ batch's base) and ``past_gens`` (lineages seen before). A flush decides with one
 * base gen unknown: a new Redis (wiped or fresh); apply, and remember the old gen.
 
 A dropped batch still moves ``applied_seq`` to its seq: the next batch, based on it,
-applies. With one exception: a stale batch that was already inflight when Redis came
-back (``resumed``) was numbered by this flush, and the pending hash then behind it was
-rebased onto that new seq, though it may hold deltas Postgres has too. Unless the
-ledger shows that the stale batch was exactly the last one applied (same base seq),
-that successor cannot be trusted: the flush mints a new gen for the shard, in the same
-transaction, and Redis takes it at release, so the successor (still of the old gen)
-is dropped as ``past`` and everything after it applies.
+applies. Unless that next batch existed before Redis came back, when it may hold deltas
+Postgres has too: the pending hash behind a stale batch that was already inflight then
+(``resumed``), or the rest of a pending hash a bounded claim split the stale batch off
+(``split``). Both were rebased onto the seq this flush just made up. So the flush mints
+a new gen for the shard, in the same transaction, and Redis takes it at release: that
+successor keeps the old gen (a rebase keeps a hash's gen) and is dropped as ``past``,
+and what is written after it applies. A resumed batch is spared this when the ledger
+shows it was exactly the last one applied (same base seq): it is a copy of that batch,
+and what followed it never reached Postgres.
 """
 
 from __future__ import annotations
@@ -105,16 +107,19 @@ _VERDICT = f"""(CASE
             CASE WHEN EXCLUDED.base_seq >= c.applied_seq THEN '{APPLIED}' ELSE '{STALE}' END
         WHEN EXCLUDED.gen = ANY(c.past_gens) THEN '{PAST}'
         ELSE '{NEW_GEN}' END)"""
-# a stale batch that was resumed, unless the ledger's last batch had its very base
+# a stale batch that was resumed, unless the ledger's last batch had its very base (then
+# it is a copy of that batch); or a stale batch that a bounded claim split off
 _MINT = """(EXCLUDED.gen = c.gen AND EXCLUDED.base_seq < c.applied_seq
-        AND CAST(:mint AS text) IS NOT NULL AND c.base_seq IS DISTINCT FROM EXCLUDED.base_seq)"""
+        AND CAST(:mint AS text) IS NOT NULL
+        AND (CAST(:split AS boolean) OR c.base_seq IS DISTINCT FROM EXCLUDED.base_seq))"""
 
 # Locks the shard's ledger row and records the batch, in one statement: no row back
 # means the batch (its seq) is already in Postgres; else ``verdict`` says whether to
 # apply it and ``gen`` is the lineage Redis must carry from now on. Parameters: scope,
 # shard, seq, bgen/bseq (the batch's base, or NULL), mint (a new gen, or NULL unless the
-# batch was resumed). The verdict is spelled out in each SET expression: a sub-select
-# computing it once costs Postgres more planning than the repeats cost evaluating.
+# batch was resumed or split off), split (claimed now, and split off a larger hash).
+# The verdict is spelled out in each SET expression: a sub-select computing it once
+# costs Postgres more planning than the repeats cost evaluating.
 MARK_APPLIED = sa.text(
     f"""INSERT INTO counter_shards AS c (scope, shard, applied_seq, gen, base_seq)
     VALUES (:scope, :shard, :seq, CAST(:bgen AS text), CAST(:bseq AS bigint))

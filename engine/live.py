@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from .buffer import Buffer, Outcome, RoundTrip, Unapplied
+from .buffer import LAYOUT_UNKNOWN, Buffer, Outcome, RoundTrip, Unapplied
 from .errors import redis_errors, sql_errors
 from .keys import field
 from .lineage import APPLIED, NEW_GEN, Ledger, fate, successor_fate
@@ -134,19 +134,28 @@ class LiveReader:
         counters = self.registry.of_table(table)
         by_shard = self._fields(counters, ids)
         outcome = Outcome.COUNTED
+        pending_bump = bump is not None
+        layout_set_up = False
         for attempt in range(READ_ATTEMPTS):
             shards = sorted(s for s, f in by_shard.items() if f)
             with redis_errors("live read"):
                 trip = RoundTrip(self.buffer.redis)
-                if bump is not None and attempt == 0:
+                if pending_bump:
                     call = self.buffer._incr_call(ids[0], [(bump.code, 1)], table)
                     trip.script(self.buffer._incr, *call)
                 self.buffer.unapplied(by_shard, trip=trip)
                 replies = trip.execute()
-            if bump is not None and attempt == 0:
-                outcome = Outcome(replies.pop(0))
+            if pending_bump:
+                reply = replies.pop(0)
+                if reply == LAYOUT_UNKNOWN and not layout_set_up:
+                    # Redis lost the layout: set it up and count again (nothing was written)
+                    self.buffer.on_unknown_layout()
+                    layout_set_up = True
+                    continue
+                outcome = self.buffer.outcome(reply)
                 if outcome is not Outcome.COUNTED:
                     return outcome, {}, {}
+                pending_bump = False
             snaps = self.buffer.parse_unapplied(shards, by_shard, replies)
             stored = self._stored(table, counters, ids, columns)
             if attempt < READ_ATTEMPTS - 1 and not all(

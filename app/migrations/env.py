@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from engine import schema
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -40,7 +42,7 @@ target_db = current_app.extensions["migrate"].db
 
 # The counter engine's tables come from its schema steps (engine/sql, copied into the
 # migrations), not from the models: autogenerate must not offer to drop them.
-ENGINE_TABLES = {"counter_shards"}
+ENGINE_TABLES = set(schema.TABLES)
 
 
 def include_object(obj, name, type_, reflected, compare_to):

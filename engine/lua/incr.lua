@@ -1,18 +1,32 @@
 -- Add deltas to one shard's pending hash, optionally only if the row exists.
--- KEYS: pending, accepted-events hash (per code, for metrics), gen, seq, and optionally
--- the shard's existence bitmap of the table.
+-- KEYS: pending, accepted-events hash (per code, for metrics), gen, seq, layout, and
+-- optionally the shard's existence bitmap of the table, then its set of ids too far
+-- out for the bitmap (only for such an id).
 -- ARGV[1] now (ms); ARGV[2] a token of the caller, to start a lineage if the shard has
--- none; ARGV[3] bit offset of the row (ignored without the bitmap); ARGV[4..] field,
--- delta pairs.
--- Returns 1 counted, 0 row does not exist, -1 existence index not loaded.
--- GETBIT never creates a key, so a refused increment leaves nothing behind.
+-- none; ARGV[3] the caller's shard count; ARGV[4] the row's bit offset, or its id when
+-- the set is given (ignored without the bitmap); ARGV[5..] field, delta pairs.
+-- Returns 1 counted, 0 row does not exist, -1 existence index not loaded, -2 the shard
+-- is laid out for another shard count (or being resharded), -3 the shard's layout is
+-- unknown (a new or wiped Redis: the caller sets it up from Postgres and calls again).
+-- Nothing is written unless 1 is returned; GETBIT never creates a key, so a refused
+-- increment (an unknown id) leaves nothing behind. The layout is checked only before
+-- writing: a miss writes nothing either way.
 local OLDEST, BASE = '_t', '_b'  -- keys.OLDEST_FIELD, keys.BASE_FIELD
-if KEYS[5] then
-  if redis.call('GETBIT', KEYS[5], 0) == 0 then return -1 end
-  if redis.call('GETBIT', KEYS[5], ARGV[3]) == 0 then return 0 end
+if KEYS[6] then
+  if redis.call('GETBIT', KEYS[6], 0) == 0 then return -1 end
+  if KEYS[7] then
+    if redis.call('SISMEMBER', KEYS[7], ARGV[4]) == 0 then return 0 end
+  elseif redis.call('GETBIT', KEYS[6], ARGV[4]) == 0 then
+    return 0
+  end
+end
+local layout = redis.call('GET', KEYS[5])
+if layout ~= ARGV[3] then
+  if layout then return -2 end
+  return -3
 end
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[i], ':(.*)$'), 1)
   if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
     -- a like and its unlike cancel out: keep the hash as small as the live set

@@ -8,10 +8,13 @@ gets the cluster too.
 
 import pytest
 
+from tests.engine.test_big_ids import *  # noqa: F403
+from tests.engine.test_bounded import *  # noqa: F403
 from tests.engine.test_buffer import *  # noqa: F403
 from tests.engine.test_faults import *  # noqa: F403
 from tests.engine.test_flush import *  # noqa: F403
 from tests.engine.test_reconcile import *  # noqa: F403
+from tests.engine.test_reshard import *  # noqa: F403
 
 # They use no Redis of ours, so the cluster would add nothing: the dead-Redis case builds
 # a single-node client by construction, and test_cluster.py checks real slot placement.

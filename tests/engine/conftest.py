@@ -61,6 +61,7 @@ def sql(engine_db):
     with eng.begin() as conn:
         conn.execute(sa.text("TRUNCATE items, notes, item_likes RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
+        conn.execute(sa.text("DELETE FROM counter_scopes"))
     yield eng
     eng.dispose()
 
@@ -72,6 +73,12 @@ def r():
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def victim_redis() -> list[str]:
+    """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
+    return [redis_url(REDIS_DB)]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
-python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE [cluster]
+python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [cluster]
 
-With ``cluster``, REDIS_URL names a node of a Redis Cluster.
+``STAGE@N`` dies at the N-th time the stage is reached (default: the first);
+``MAX_FIELDS`` bounds its batches (``claim_max_fields``); with ``cluster``, REDIS_URL
+names a node of a Redis Cluster.
 """
 
 import os
@@ -21,11 +23,18 @@ VICTIM_LOCK_TTL_MS = 300  # the flush lock a killed victim leaves expires this f
 
 def main() -> None:
     db_url, redis_url, shards, stage = sys.argv[1:5]
-    client_class = RedisCluster if sys.argv[5:] == ["cluster"] else redis.Redis
+    rest = sys.argv[5:]
+    cluster = rest[-1:] == ["cluster"]
+    options = {"claim_max_fields": int(rest[0])} if rest[:1] and rest[0].isdigit() else {}
+    client_class = RedisCluster if cluster else redis.Redis
+    stage, _, nth = stage.partition("@")
+    reached = []
 
     def hook(at: str, shard: int) -> None:
         if at == stage:
-            os.kill(os.getpid(), signal.SIGKILL)
+            reached.append(at)
+            if len(reached) == int(nth or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
 
     counters = Counters(
         client_class.from_url(redis_url),
@@ -34,6 +43,7 @@ def main() -> None:
         shards=int(shards),
         hook=hook,
         flush_lock_ttl_ms=VICTIM_LOCK_TTL_MS,
+        **options,
     )
     counters.flush_all()
     sys.exit(3)  # unreachable when the stage is hit

@@ -9,21 +9,19 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Counters, StoreUnavailable
-from tests.engine.conftest import REDIS_DB, REGISTRY, seed, stored
+from tests.engine.conftest import REGISTRY, seed, stored
 from tests.proxy import proxied
-from tests.servers import ROOT, redis_url
+from tests.servers import ROOT
 
 
-@pytest.fixture
-def victim_redis() -> list[str]:
-    """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
-    return [redis_url(REDIS_DB)]
-
-
-def run_victim(db_url: str, shards: int, stage: str, victim_redis: list[str]) -> int:
+def run_victim(
+    db_url: str, shards: int, stage: str, victim_redis: list[str], max_fields: int | None = None
+) -> int:
     url, *cluster = victim_redis
+    bound = [str(max_fields)] if max_fields else []
     proc = subprocess.run(
         [sys.executable, "-m", "tests.engine.flush_victim", db_url, url, str(shards), stage]
+        + bound
         + cluster,
         cwd=ROOT,
         timeout=60,

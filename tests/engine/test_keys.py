@@ -7,10 +7,10 @@ from importlib import resources
 import pytest
 import sqlalchemy as sa
 
-from engine.keys import BASE_FIELD, META_FIELDS, OLDEST_FIELD, Keys
+from engine.keys import BASE_FIELD, DRAINING, META_FIELDS, OLDEST_FIELD, Keys
 
-SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua")
-MIRRORS = {"OLDEST": OLDEST_FIELD, "BASE": BASE_FIELD}
+SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua", "mark.lua")
+MIRRORS = {"OLDEST": OLDEST_FIELD, "BASE": BASE_FIELD, "DRAINING": DRAINING}
 
 
 def lua_constants(name: str) -> dict[str, str]:

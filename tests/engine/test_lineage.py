@@ -29,8 +29,8 @@ def ledger_row(sql, ledger: Ledger | None) -> None:
             )
 
 
-def mark(sql, seq: int, base: Base | None, mint: str | None = None):
-    params = {"scope": SCOPE, "shard": 0, "seq": seq, "mint": mint}
+def mark(sql, seq: int, base: Base | None, mint: str | None = None, split: bool = False):
+    params = {"scope": SCOPE, "shard": 0, "seq": seq, "mint": mint, "split": split}
     params |= {"bgen": base.gen if base else None, "bseq": base.seq if base else None}
     with sql.begin() as conn:
         row = conn.execute(MARK_APPLIED, params).first()
@@ -69,6 +69,12 @@ def test_verdict_and_ledger_after(sql, before, seq, base, mint, verdict, gen, pa
     assert (after.applied_seq, after.gen, after.past_gens) == (seq, gen, past)
     assert after.base_seq == (base.seq if base else None)
     assert fate(base, before) == verdict  # Python reads judge batches the same way
+
+
+def test_a_stale_batch_split_off_a_larger_hash_always_mints(sql):
+    # the rest of that hash may hold deltas of the batch the ledger applied last
+    ledger_row(sql, Ledger(5, G, 3))
+    assert mark(sql, 6, Base(G, 3), M, split=True)[0] == (lineage.STALE, M)
 
 
 def test_a_seq_already_applied_returns_nothing_and_changes_nothing(sql):

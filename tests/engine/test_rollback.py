@@ -30,10 +30,10 @@ def counters_on(server, sql, **kw) -> Counters:
     return Counters(server.client(), sql, REGISTRY, shards=1, flush_lock_ttl_ms=LOCK_TTL_MS, **kw)
 
 
-def restart_older(server, sql) -> Counters:
+def restart_older(server, sql, **kw) -> Counters:
     """SIGKILL the server, start it from its dump, wait out a flush lock the dump held."""
     server.rollback()
-    c = counters_on(server, sql)
+    c = counters_on(server, sql, **kw)
     lock = c.keys.flushing(0)
     if server.client().exists(lock):
         wait_out_victim_lock(c, server.client())
@@ -126,6 +126,26 @@ def test_restored_batch_postgres_holds_lets_its_unapplied_successor_apply(server
     summaries = [c.flush_all(), c.flush_all()]
     assert hits(sql, i) == 111
     assert rolled_back(summaries) == 1  # the +10 batch only
+    assert c.buffer.dirty_shards() == []
+
+
+def test_restored_backlog_claimed_in_parts_is_not_applied_again(server, sql):
+    c = counters_on(server, sql, claim_max_fields=3)
+    rows = seed(sql, "items", 10)
+    c.incr_many([("items.hits", i, 1) for i in rows])
+    c.flush_all()
+    c.incr_many([("items.hits", i, 10) for i in rows])
+    server.checkpoint()  # ten pending fields: applied below in four batches of three or less
+    c.flush_all()
+    assert stored(sql, "items", "hits") == {i: 11 for i in rows}
+    c = restart_older(server, sql, claim_max_fields=3)
+    assert c.read("items", rows) == {i: {"hits": 11, "likes": 0} for i in rows}
+    c.flush_all()
+    c.flush_all()
+    assert stored(sql, "items", "hits") == {i: 11 for i in rows}
+    c.incr_many([("items.hits", i, 100) for i in rows])
+    c.flush_all()
+    assert stored(sql, "items", "hits") == {i: 111 for i in rows}
     assert c.buffer.dirty_shards() == []
 
 

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import BufferUnavailable, CounterError, Counters, Outcome
+from engine.buffer import CLAIM_MAX_FIELDS
 from tests.engine.conftest import REGISTRY, seed, stored
 from tests.engine.redis_process import RedisProcess
 
@@ -163,8 +164,20 @@ def server(request, tmp_path):
     proc.stop()
 
 
-def test_redis_restarted_older_than_postgres_under_load_never_applies_twice(server, sql):
-    make = lambda: Counters(server.client(), sql, REGISTRY, shards=SHARDS, flush_lock_ttl_ms=300)  # noqa: E731
+@pytest.mark.parametrize("max_fields", [CLAIM_MAX_FIELDS, 5], ids=["whole", "bounded"])
+def test_redis_restarted_older_than_postgres_under_load_never_applies_twice(
+    max_fields, server, sql
+):
+    def make() -> Counters:
+        return Counters(
+            server.client(),
+            sql,
+            REGISTRY,
+            shards=SHARDS,
+            flush_lock_ttl_ms=300,
+            claim_max_fields=max_fields,  # 5: most claims split a shard's pending hash
+        )
+
     counters = make()
     items, notes = seed(sql, "items", 24), seed(sql, "notes", 8)
     counters.existence.ensure_loaded(["items", "notes"])
