@@ -30,7 +30,7 @@ from .. import settings
 from ..clients import redis_client
 from ..coalesce import ViewCoalescer
 from ..counters import Counters
-from ..errors import BufferUnavailable, StoreUnavailable
+from ..errors import BufferUnavailable, CounterError, LayoutMismatch, StoreUnavailable
 from ..registry import Registry
 
 EXTENSION = "counters"
@@ -111,6 +111,7 @@ class FlaskCounters:
             **options,
         )
         durability = self._check_durability(app, counters)
+        self._check_layout(counters)
         coalescer = None
         if app.config["COUNTERS_COALESCE_MS"] > 0:
             coalescer = ViewCoalescer(counters, app.config["COUNTERS_COALESCE_MS"] / 1000)
@@ -141,6 +142,18 @@ class FlaskCounters:
                 "deltas since its last snapshot (docs/operations.md)"
             )
         return found
+
+    @staticmethod
+    def _check_layout(counters: Counters) -> None:
+        """Refuse to start (LayoutMismatch) with another COUNTERS_SHARDS than the one the
+        scope records: this process would count on shards no flush reads. Unreachable
+        servers are no reason to refuse: every increment checks the layout anyway."""
+        try:
+            counters.check_layout()
+        except LayoutMismatch:
+            raise
+        except CounterError as exc:
+            log.warning("shard layout not checked at startup: %s", exc)
 
     def health(self) -> dict:
         """``{"redis": "ok"|"down", "durability": startup report}`` of the current app's

@@ -171,3 +171,22 @@ def schema_sql_command(step: str | None):
     from .. import schema
 
     click.echo(schema.step_sql(step) if step else schema.all_sql())
+
+
+@counters_cli.command("reshard")
+@click.argument("shards", type=click.IntRange(min=1))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def reshard_command(shards: int, yes: bool):
+    """Move this scope to SHARDS shards: refuse increments (503) while every shard is
+    flushed empty, rebuild the existence index, record the new count. Then restart
+    every web process and worker with COUNTERS_SHARDS=SHARDS."""
+    counters = _counters()
+    if not yes:
+        click.confirm(
+            f"Reshard scope {counters.scope!r} from {counters.shards} to {shards} shards? "
+            "Increments are refused until the processes restart with the new count",
+            abort=True,
+        )
+    _print(counters.reshard(shards))
+    click.echo(f"now restart every process with COUNTERS_SHARDS={shards}", err=True)

@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
-from tests.app.conftest import bearer, create
+from engine import LayoutMismatch
+from tests.app.conftest import PREFIX, assert_error, bearer, create
 
 
 def run(app, *args):
@@ -69,3 +71,35 @@ def test_counters_stats_prints_readable_text_by_default(app, client, user):
     assert "last flush: 20" in after and "1 counters in 1 batches" in after
     assert "4 checked, 0 fixed" in after
     assert json.loads(run(app, "counters", "stats", "--json").output)["totals"]["flushes"] == 1
+
+
+def test_reshard_moves_a_live_scope_and_refuses_the_old_count(make_app, app, user, sql):
+    scope = f"{PREFIX}rs"  # a scope of this test's own: the others stay on 4 shards
+    old = make_app(COUNTERS_SCOPE=scope, COUNTERS_SHARDS=4)
+    client = old.test_client()
+    posts = [create(client, user, title=f"p{i}") for i in range(12)]
+    for post in posts:
+        assert client.post(f"/api/posts/{post}/view").status_code == 204
+    result = run(old, "counters", "reshard", "8", "--yes")
+    assert result.exit_code == 0, result.output
+    moved = json.loads(result.stdout)
+    assert (moved["from"], moved["to"]) == (4, 8) and moved["index"]["posts"] == len(posts)
+    assert stored_views(sql, posts) == dict.fromkeys(posts, 1)  # drained into Postgres
+    assert_error(client.post(f"/api/posts/{posts[0]}/view"), 503, "unavailable")
+    with pytest.raises(LayoutMismatch):  # a process still started with the old count
+        make_app(COUNTERS_SCOPE=scope, COUNTERS_SHARDS=4)
+    new = make_app(COUNTERS_SCOPE=scope, COUNTERS_SHARDS=8).test_client()
+    for post in posts:
+        assert new.post(f"/api/posts/{post}/view").status_code == 204
+    assert_error(new.post("/api/posts/987654/view"), 404)  # the index, rebuilt for 8
+    assert new.get(f"/api/posts/{posts[3]}/counts").json["view_count"] == 2
+    assert run(new.application, "counters", "flush").exit_code == 0
+    assert stored_views(sql, posts) == dict.fromkeys(posts, 2)
+
+
+def stored_views(sql, posts: list[int]) -> dict[int, int]:
+    with sql.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, view_count FROM posts WHERE id = ANY(:ids)"), {"ids": posts}
+        )
+        return dict(rows.all())
