@@ -11,9 +11,9 @@ import pytest
 from redis.cluster import RedisCluster
 
 from engine import BufferUnavailable, Counters, Outcome
+from harness.redis_server import valkey_server_binary
 from tests.cluster.local_cluster import LocalCluster
 from tests.engine.conftest import REGISTRY, seed, stored
-from tests.engine.redis_process import valkey_server_binary
 from tests.engine.test_durability import fenced_waitaofs, monitored
 
 SHARDS = 16
