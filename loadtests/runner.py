@@ -26,7 +26,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine.keys import DEFAULT_SHARDS
+from engine import DEFAULT_SHARDS
 from harness import ROOT
 from harness.processes import signal_group, spawn, tail
 
