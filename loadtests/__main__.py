@@ -1,4 +1,5 @@
-"""``python -m loadtests run --users N --duration 40s [--chaos]``: see ``loadtests/README.md``."""
+"""``python -m loadtests run --users N --duration 40s [--chaos] [--redis-rollback]``: see
+``loadtests/README.md``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=duration, required=True, help="load time, e.g. 40s")
     r.add_argument(
         "--chaos", action="store_true", help="SIGKILL the worker several times, restart beat"
+    )
+    r.add_argument(
+        "--redis-rollback",
+        action="store_true",
+        help="counter buffer on a Redis of its own, SIGKILLed and restarted from its dump",
     )
     r.add_argument("--spawn-rate", type=float, help="users started per second (default N/5)")
     r.add_argument("--processes", type=int, default=1, help="Locust processes (default 1)")
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             chaos_seed=args.chaos_seed,
             reconcile_every_s=args.reconcile_every,
+            redis_rollback=args.redis_rollback,
         )
     )
 

@@ -1,14 +1,17 @@
 """What the load acknowledged, written by the Locust users and read back by the runner.
 
 Every counted request is logged twice, as JSON lines in a per-process file:
-``{"n", "op", "tt", "id", "u"}`` before it is sent and ``{"n", "st"}`` once its
-status is known (``st`` 0: no response). A request with no second line (its
-greenlet or process died) or with ``st`` 0 or 5xx may or may not have counted:
-it is *unknown*, an upper bound, never an acknowledgement. Only 2xx counts.
+``{"n", "op", "tt", "id", "u", "t"}`` before it is sent and ``{"n", "st", "t"}`` once
+its status is known (``st`` 0: no response; ``t``: wall-clock time, s). A request with
+no second line (its greenlet or process died) or with ``st`` 0 or 5xx may or may not
+have counted: it is *unknown*, an upper bound, never an acknowledgement. Only 2xx
+counts. A run may declare some answers *refused* instead (``build_ledger(refused=...)``):
+statuses that it knows changed nothing.
 
 Ops: ``view`` (page GET or beacon), ``share``, ``comment`` (a comment created on
 the target), ``like``/``unlike``/``collect``/``uncollect`` (per-user toggles; the
-toggles a run leaves in place are derived from each user's last answered request).
+toggles a run leaves in place are derived from each user's last answered request),
+and ``create`` (a post created during the load, logged once its id is known).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -51,12 +55,14 @@ class EventLog:
             self._n += 1
             n = self._n
             rec = {"n": n, "op": op, "tt": target_type, "id": target_id, "u": user_id}
+            rec["t"] = round(time.time(), 3)
             self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")
         return n
 
     def answered(self, n: int, status: int) -> None:
         with self._lock:
-            self._file.write(json.dumps({"n": n, "st": status}, separators=(",", ":")) + "\n")
+            rec = {"n": n, "st": status, "t": round(time.time(), 3)}
+            self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         with self._lock:
@@ -70,6 +76,8 @@ class Event:
     target_id: int
     user_id: int | None
     status: int | None  # None: the request was logged as sent and never answered
+    sent_at: float | None = None  # wall-clock s (None in logs written before times)
+    answered_at: float | None = None
 
     @property
     def acked(self) -> bool:
@@ -86,6 +94,7 @@ def read_events(directory: str | os.PathLike) -> Iterator[Event]:
     for path in sorted(Path(directory).glob("*.jsonl")):
         sent: dict[int, dict] = {}
         status: dict[int, int] = {}
+        answered_at: dict[int, float] = {}
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if not line.endswith("\n"):
@@ -95,9 +104,18 @@ def read_events(directory: str | os.PathLike) -> Iterator[Event]:
                     sent[rec["n"]] = rec
                 else:
                     status[rec["n"]] = rec["st"]
+                    answered_at[rec["n"]] = rec.get("t")
         for n in sorted(sent):
             rec = sent[n]
-            yield Event(rec["op"], rec["tt"], int(rec["id"]), rec.get("u"), status.get(n))
+            yield Event(
+                rec["op"],
+                rec["tt"],
+                int(rec["id"]),
+                rec.get("u"),
+                status.get(n),
+                rec.get("t"),
+                answered_at.get(n),
+            )
 
 
 Key = tuple[str, int]  # (target_type, id)
@@ -135,11 +153,22 @@ class Ledger:
     requests: int = 0
     unknown: int = 0
     never_answered: int = 0
+    # (op, status) answers known to have changed nothing, though not 2xx/4xx
+    refused: frozenset[tuple[str, int]] = frozenset()
+    created: set[Key] = field(default_factory=set)  # posts created during the load
+
+    def is_unknown(self, ev: Event) -> bool:
+        return ev.unknown and (ev.op, ev.status) not in self.refused
 
     def add(self, ev: Event) -> None:
+        if ev.op == "create":
+            if ev.acked:
+                self.created.add((ev.target_type, ev.target_id))
+            return
         self.requests += 1
         self.statuses[(ev.op, ev.status)] += 1
-        if ev.unknown:
+        unknown = self.is_unknown(ev)
+        if unknown:
             self.unknown += 1
         if ev.status is None:
             self.never_answered += 1
@@ -147,7 +176,7 @@ class Ledger:
             bounds = self.expected[(COLUMNS[ev.op], ev.target_type, ev.target_id)]
             if ev.acked:
                 bounds.lo += 1
-            elif ev.unknown:
+            elif unknown:
                 bounds.unknown += 1
             return
         action, on = TOGGLES[ev.op]
@@ -156,7 +185,7 @@ class Ledger:
         # (was not there): any of them leaves the toggle in a known state.
         if ev.acked or ev.status == 404:
             self.toggles[key] = PRESENT if on else ABSENT
-        elif ev.unknown:
+        elif unknown:
             self.toggles[key] = UNKNOWN
         # any other 4xx changed nothing
 
@@ -180,8 +209,8 @@ class Ledger:
         return sum(n for (op, st), n in self.statuses.items() if predicate(op, st))
 
 
-def build_ledger(events: Iterable[Event]) -> Ledger:
-    ledger = Ledger()
+def build_ledger(events: Iterable[Event], refused: Iterable[tuple[str, int]] = ()) -> Ledger:
+    ledger = Ledger(refused=frozenset(refused))
     for ev in events:
         ledger.add(ev)
     return ledger.finish()

@@ -5,7 +5,8 @@
    ``--flush-interval`` s;
 3. seed posts, articles and comments through the API;
 4. Locust, headless, with CSV output (and with ``--chaos``, worker SIGKILLs and a
-   beat restart meanwhile), while the flush lag is polled from the admin stats;
+   beat restart meanwhile; with ``--redis-rollback``, SIGKILLs of the counter Redis,
+   restarted from its dump), while the flush lag is polled from the admin stats;
 5. right after the load: live counts from the API; then wait for the scheduled
    flush to drain Redis; then Postgres, against the ledger and the recounts.
 
@@ -14,6 +15,7 @@ Exits 0 only when every check passes; the last line of the report is the verdict
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from engine import DEFAULT_SHARDS
 from harness import ROOT
 from harness.processes import signal_group, spawn, tail
 
@@ -31,6 +34,8 @@ from . import report, verify
 from .accounting import EventLog, build_ledger, read_events
 from .chaos import Chaos
 from .monitor import LagMonitor, PeriodicReconcile
+from .rollback import RedisRollback
+from .rollback_verify import REFUSED, verify_rollback
 from .seed import Seeder
 from .servers import Servers
 from .stack import Stack
@@ -58,6 +63,7 @@ class Options:
     out: Path | None = None
     chaos_seed: int | None = None
     reconcile_every_s: float = 0.0
+    redis_rollback: bool = False
 
 
 @dataclass
@@ -76,9 +82,13 @@ def run(opts: Options) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     result = Outcome()
-    mode = "with chaos" if opts.chaos else "no faults"
+    modes = [
+        m for m, on in (("with chaos", opts.chaos), ("redis rollback", opts.redis_rollback)) if on
+    ]
+    mode = ", ".join(modes) or "no faults"
     result.say(f"load test: {opts.users} users, {opts.duration_s:g} s, {mode}; output in {out}")
-    with Servers() as servers:
+    counter_redis = out / "counter-redis" if opts.redis_rollback else None
+    with Servers(counter_redis) as servers:
         stack = Stack(
             servers,
             out,
@@ -107,6 +117,8 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
     say = result.say
     db = servers.scratch_db or "DATABASE_URL"
     say(f"servers: Postgres {db}, Redis {servers.redis_url}")
+    if servers.counters_redis_url:
+        say(f"counter buffer: {servers.counters_redis_url} (RDB snapshots, killed and restarted)")
     stack.migrate()
     for name in ("web", "worker", "beat"):
         stack.start(name)
@@ -126,13 +138,16 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
     monitor = LagMonitor(stack.base_url, stack.admin_token, out)
     monitor.start()
     chaos = Chaos(stack, opts.duration_s, opts.chaos_seed) if opts.chaos else None
+    rollback = None
+    if opts.redis_rollback:
+        rollback = RedisRollback(servers.counter_redis, stack, opts.duration_s, opts.chaos_seed)
     reconciler = None
     if opts.reconcile_every_s > 0:
         reconciler = PeriodicReconcile(stack.admin, opts.reconcile_every_s)
         reconciler.start()
     started = time.monotonic()
     try:
-        rc = _load(opts, out, stack, chaos, result)
+        rc = _load(opts, out, stack, [f for f in (chaos, rollback) if f is not None], result)
     finally:
         load_ended = time.monotonic()
         elapsed = load_ended - started
@@ -146,29 +161,43 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
 
     # G3 while the scheduled flushes are still draining: served counts are exact.
     sql = sa.create_engine(servers.database_url)
+    rolled = None
     try:
-        ledger = build_ledger(read_events(events))
+        logged = list(read_events(events))
+        ledger = build_ledger(logged, REFUSED if rollback is not None else ())
+        if ledger.created:  # posts created during the load are checked too
+            created = sorted(tid for tt, tid in ledger.created if tt == "post")
+            seed = dataclasses.replace(seed, posts=seed.posts + created)
         keys = verify.stored_counters(sql, seed)
         live = verify.live_counters(stack.base_url, keys)
         drained, drain_s, backlog = _wait_drained(stack, opts, load_ended)
         monitor.stop()
-        stored = verify.stored_counters(sql, seed)
-        result.checks += [
-            verify.check_live(ledger, live, stored),
-            verify.check_stored(ledger, stored),
-            verify.check_recounts(stored, verify.recounts(sql, stored)),
-            verify.check_rows(ledger, verify.action_rows(sql), stored),
-        ]
+        if rollback is not None:
+            shards = int(stack.env.get("COUNTERS_SHARDS") or DEFAULT_SHARDS)
+            rolled = verify_rollback(stack, sql, seed, ledger, logged, live, rollback, shards)
+            result.checks += rolled.checks
+            result.problems += rolled.problems
+        else:
+            stored = verify.stored_counters(sql, seed)
+            result.checks += [
+                verify.check_live(ledger, live, stored),
+                verify.check_stored(ledger, stored),
+                verify.check_recounts(stored, verify.recounts(sql, stored)),
+                verify.check_rows(ledger, verify.action_rows(sql), stored),
+            ]
     finally:
         sql.dispose()
     if not drained:
         result.problems.append(
             f"the scheduled flush left {backlog} pending counters after {DRAIN_TIMEOUT_S:g} s"
         )
-    _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s if drained else None)
+    drain_s = drain_s if drained else None
+    _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s, rollback is not None)
+    if rollback is not None:
+        _report_rollback(result, rollback, rolled)
 
 
-def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: Outcome) -> int:
+def _load(opts: Options, out: Path, stack: Stack, faults: list, result: Outcome) -> int:
     rate = opts.spawn_rate or max(1.0, opts.users / 5)
     cmd = [
         *(sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")),
@@ -184,14 +213,15 @@ def _load(opts: Options, out: Path, stack: Stack, chaos: Chaos | None, result: O
         LOADTEST_SEED=str(out / "seed.json"),
         LOADTEST_EVENTS=str(out / "events"),
         LOADTEST_WAIT=f"{opts.wait_s[0]},{opts.wait_s[1]}",
+        LOADTEST_REDIS_ROLLBACK="1" if opts.redis_rollback else "0",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     deadline = time.monotonic() + opts.duration_s + STOP_TIMEOUT_S + EXIT_GRACE_S
     locust = spawn(cmd, env=env, output=out / "logs" / "locust.out")
     try:
         while locust.poll() is None:
-            if chaos is not None:
-                chaos.step()
+            for fault in faults:
+                fault.step()
             if died := stack.dead():
                 result.problems.append(f"died during the load (not by chaos): {died}")
                 for name in died:
@@ -228,7 +258,9 @@ def _wait_drained(stack: Stack, opts: Options, since: float) -> tuple[bool, floa
     return False, time.monotonic() - since, backlog
 
 
-def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> None:
+def _report(
+    out, result, stack, monitor, chaos, reconciler, ledger, drain_s, unavailable_ok=False
+) -> None:
     say = result.say
     prefix = out / "run"
     rows, total = report.endpoint_stats(prefix)
@@ -256,7 +288,11 @@ def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> 
     if excs:
         result.problems.append(f"{sum(n for n, _ in excs)} exceptions in the Locust users")
     server_errors = sum(n for n, _m, _n, e in fails if SERVER_ERROR.search(e))
-    server_errors = max(server_errors, ledger.count(lambda _op, st: st is not None and st >= 500))
+    # with --redis-rollback, 503s are answers (checked to come only while Redis was down)
+    down = 503 if unavailable_ok else None
+    server_errors = max(
+        server_errors, ledger.count(lambda _op, st: st is not None and st >= 500 and st != down)
+    )
     if server_errors:
         result.problems.append(f"{server_errors} responses were 5xx")
 
@@ -297,12 +333,13 @@ def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> 
         acked_unknown = by_op.setdefault(op, [0, 0, 0])
         if st is not None and 200 <= st < 300:
             acked_unknown[0] += n
-        elif st is None or st == 0 or st >= 500:
+        elif (op, st) not in ledger.refused and (st is None or st == 0 or st >= 500):
             acked_unknown[1] += n
         else:
             acked_unknown[2] += n
+    refused = "refused (4xx, 503)" if ledger.refused else "refused (4xx)"
     for op, (acked, unknown, other) in sorted(by_op.items()):
-        say(f"  {op:<10} {acked:>7} acknowledged  {unknown:>4} unknown  {other:>5} refused (4xx)")
+        say(f"  {op:<10} {acked:>7} acknowledged  {unknown:>4} unknown  {other:>5} {refused}")
     say(
         f"  {ledger.requests} counted requests logged by the users, {ledger.unknown} unknown "
         f"({ledger.never_answered} never answered); toggles left in place: {len(ledger.present())}"
@@ -319,7 +356,21 @@ def _report(out, result, stack, monitor, chaos, reconciler, ledger, drain_s) -> 
             say(f"  note: {n} tracebacks in {stack.log_path(name)}")
     say("")
     if ledger.unknown and not result.problems:
-        say(f"  {ledger.unknown} requests got no answer: their counters were checked as bounds")
+        say(
+            f"  {ledger.unknown} requests got no answer or a 5xx: their counters were checked "
+            "as bounds"
+        )
+
+
+def _report_rollback(result: Outcome, rollback: RedisRollback, rolled) -> None:
+    result.say("")
+    result.say("== counter Redis rollback ==")
+    for line in rollback.log:
+        result.say("  " + line)
+    if rollback.pending():
+        result.say(f"  ({rollback.pending()} planned kills not reached: the load ended first)")
+    for line in rolled.lines if rolled is not None else ():
+        result.say("  " + line)
 
 
 def _report_reconcile(result: Outcome, reconciler: PeriodicReconcile) -> None:

@@ -60,6 +60,8 @@ class Stack(harness_stack.Stack):
             RATELIMIT_ENABLED="0",  # hundreds of users sign up from 127.0.0.1
             PYTHONUNBUFFERED="1",
         )
+        if servers.counters_redis_url:
+            env["COUNTERS_REDIS_URL"] = servers.counters_redis_url
         super().__init__(
             env,
             port=free_port(),

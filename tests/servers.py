@@ -10,11 +10,20 @@ import functools
 import pytest
 
 from harness import ROOT
+from harness import redis_server as _redis_server
 from harness import servers as _servers
 from harness.scratch import ScratchDatabase, scratch_name
 from harness.servers import CI, ServerMissing
 
-__all__ = ["CI", "ROOT", "admin_pg_url", "redis_base_url", "redis_url", "scratch_database"]
+__all__ = [
+    "CI",
+    "ROOT",
+    "admin_pg_url",
+    "redis_base_url",
+    "redis_server_binary",
+    "redis_url",
+    "scratch_database",
+]
 
 
 def _skip_if_missing(fn):
@@ -33,6 +42,7 @@ def _skip_if_missing(fn):
 admin_pg_url = _skip_if_missing(_servers.admin_pg_url)
 redis_base_url = _skip_if_missing(_servers.redis_base_url)
 redis_url = _skip_if_missing(_servers.redis_url)
+redis_server_binary = _skip_if_missing(_redis_server.redis_server_binary)
 
 
 @_skip_if_missing

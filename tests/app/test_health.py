@@ -8,8 +8,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine import UnsafeRedis
+from harness.redis_server import RedisProcess
 from tests.app.conftest import REDIS_DB, assert_error
-from tests.engine.redis_process import RedisProcess, redis_server_binary
+from tests.servers import redis_server_binary
 
 
 def test_healthz_is_ok_with_both_servers_up(client):

@@ -12,9 +12,9 @@ from redis.cluster import RedisCluster
 
 from engine import BufferUnavailable, Counters, Outcome
 from engine.clients import command_retries, redis_client
+from harness.redis_server import valkey_server_binary
 from tests.cluster.local_cluster import LocalCluster
 from tests.engine.conftest import REGISTRY, seed, stored
-from tests.engine.redis_process import valkey_server_binary
 from tests.engine.test_durability import fenced_waitaofs, monitored
 from tests.engine.test_resend import ambiguous, script_call
 from tests.proxy import TcpProxy

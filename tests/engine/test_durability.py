@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from engine import BufferUnavailable, Counters, UnsafeRedis
+from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
-from tests.engine.redis_process import RedisProcess
 
 WRITES = {"HSET", "HSETNX", "HINCRBY", "HDEL", "SET", "DEL", "RENAME"}
 

