@@ -18,12 +18,16 @@ from .errors import (
     StoreUnavailable,
     TargetMissing,
     UnknownCounter,
+    UnknownWindow,
     UnsafeRedis,
 )
 from .flush import FlushSummary, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
 from .reconcile import Fix, ReconcileResult
 from .registry import Counter, Registry
+from .retention import RetentionResult
+from .window_read import Series
+from .windows import TRENDING_WINDOWS, WINDOWS
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -43,6 +47,11 @@ __all__ = [
     "StoreUnavailable",
     "TargetMissing",
     "UnknownCounter",
+    "UnknownWindow",
+    "RetentionResult",
+    "Series",
+    "TRENDING_WINDOWS",
+    "WINDOWS",
     "UnsafeRedis",
     "ViewCoalescer",
     "redis_client",

@@ -14,10 +14,11 @@ import re
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 
-from .keys import META_FIELDS, OLDEST_FIELD
+from .keys import BUCKET_SEP, META_FIELDS, OLDEST_FIELD
 from .registry import Registry
 
 _OLDEST = OLDEST_FIELD.encode()
+_SEP = BUCKET_SEP.encode()
 
 
 def _literal(items) -> str:
@@ -53,11 +54,38 @@ class TableDeltas:
 
 
 @dataclass
+class BucketDeltas:
+    """One bucketed counter's hourly deltas: row ``ids[i]`` got ``deltas[i]`` in hour
+    ``hours[i]`` (engine/keys.py ``hour_of``); digit strings as Redis sent them."""
+
+    table: str
+    column: str
+    ids: tuple[bytes, ...]
+    hours: tuple[bytes, ...]
+    deltas: tuple[bytes, ...]
+
+    def without(self, gone: set[int]) -> BucketDeltas:
+        """These deltas but those of rows in ``gone`` (deleted before the flush)."""
+        keep = [k for k, i in enumerate(self.ids) if int(i) not in gone]
+        return BucketDeltas(
+            self.table,
+            self.column,
+            tuple(self.ids[k] for k in keep),
+            tuple(self.hours[k] for k in keep),
+            tuple(self.deltas[k] for k in keep),
+        )
+
+    def arrays(self) -> tuple[str, str, str]:
+        return _literal(self.ids), _literal(self.hours), _literal(self.deltas)
+
+
+@dataclass
 class Batch:
     tables: dict[str, TableDeltas]
-    size: int  # delta fields in the batch
+    size: int  # counter delta fields in the batch (bucket fields not included)
     unknown: int  # fields of codes no registered counter has: dropped
     oldest_ms: int | None
+    buckets: list[BucketDeltas] = field(default_factory=list)
 
 
 def split(registry: Registry, flat: list[bytes]) -> Batch:
@@ -67,12 +95,23 @@ def split(registry: Registry, flat: list[bytes]) -> Batch:
     if _OLDEST in names:
         oldest = int(flat[2 * names.index(_OLDEST) + 1])
     blob = b"\n".join(flat)
-    # bookkeeping fields (keys.META_FIELDS) start with "_"; names and digits never do
-    size = len(names) - blob.count(b"\n_") - blob.startswith(b"_")
+    # bookkeeping fields (keys.META_FIELDS) start with "_"; names and digits never do,
+    # and only bucket fields hold keys.BUCKET_SEP
+    bucket_fields = blob.count(_SEP)
+    size = len(names) - blob.count(b"\n_") - blob.startswith(b"_") - bucket_fields
     tables: dict[str, TableDeltas] = {}
-    matched = 0
+    buckets: list[BucketDeltas] = []
+    matched = bucket_matched = 0
     for counter in sorted(registry, key=lambda c: (c.table, c.column)):
         code = re.escape(counter.code.encode())
+        if counter.bucketed and bucket_fields:
+            found = re.findall(
+                rb"^(-?\d+):" + code + re.escape(_SEP) + rb"(\d+)\n(-?\d+)$", blob, re.MULTILINE
+            )
+            if found:
+                bucket_matched += len(found)
+                ids, hours, deltas = zip(*found, strict=True)
+                buckets.append(BucketDeltas(counter.table, counter.column, ids, hours, deltas))
         # names are "<id>:<code>" and deltas bare integers, so a match starts on a name
         pairs = re.findall(rb"^(-?\d+):" + code + rb"\n(-?\d+)$", blob, re.MULTILINE)
         if not pairs:
@@ -82,7 +121,9 @@ def split(registry: Registry, flat: list[bytes]) -> Batch:
         tables.setdefault(counter.table, TableDeltas(counter.table)).columns.append(
             ColumnDeltas(counter.column, ids, deltas)
         )
-    return Batch(tables, size, size - matched, oldest)
+    # bucket fields of codes that keep no buckets (any more) are dropped like unknown ones
+    unknown = size - matched + bucket_fields - bucket_matched
+    return Batch(tables, size, unknown, oldest, buckets)
 
 
 def decoded(flat: list) -> dict[str, int]:

@@ -181,12 +181,14 @@ class Buffer:
         keys: Keys,
         on_unknown_layout=None,
         claim_max_fields: int = CLAIM_MAX_FIELDS,
+        bucketed_codes: str = "",
     ) -> None:
         if claim_max_fields < 1:
             raise ValueError("claim_max_fields must be at least 1")
         self.redis = redis
         self.keys = keys
         self.claim_max_fields = claim_max_fields
+        self.bucketed_codes = bucketed_codes  # ",c1,c2,": codes whose deltas keep buckets
         # sets up the layout of a Redis that has none (Counters: from Postgres)
         self.on_unknown_layout = on_unknown_layout or self._adopt_own_layout
         # starts a shard's lineage when a wiped Redis takes its first increment
@@ -221,7 +223,7 @@ class Buffer:
             if not k.in_bitmap(row_id):  # too far out for the bitmap: the set has it
                 keys.append(k.exists_sparse(shard, table))
                 where = row_id
-        args: list = [now_ms(), self.gen_token, k.shards, where]
+        args: list = [now_ms(), self.gen_token, k.shards, where, self.bucketed_codes]
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from . import durability, report, writes
 from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
-from .errors import BufferUnavailable, CounterError, redis_errors
+from .errors import BufferUnavailable, CounterError, UnknownCounter, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
@@ -21,7 +21,10 @@ from .layout import Layout
 from .live import LiveReader
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
+from .retention import CHUNK_ROWS, HOURLY_RETENTION_DAYS, Retention, RetentionResult
 from .stats import Stats
+from .window_read import Series, WindowReader
+from .windows import current_hour, window
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +82,15 @@ class Counters:
         self.layout = Layout(redis, sql, self.keys)
         # without Postgres (a Redis-only benchmark), a shard takes this process' count
         setup = self.layout.check if sql is not None else None
-        self.buffer = Buffer(redis, self.keys, setup, claim_max_fields)
+        self.buffer = Buffer(redis, self.keys, setup, claim_max_fields, registry.bucketed_codes())
         self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
         )
         self.live = LiveReader(self.buffer, sql, registry, scope)
         self.reconciler = Reconciler(self.buffer, sql, registry, scope)
+        self.windows = WindowReader(self.buffer, sql, scope)
+        self.retention = Retention(sql, registry, scope, hook)
         self.stats = Stats(redis, self.keys)
 
     @property
@@ -295,6 +300,58 @@ class Counters:
         if row is None or counts is None:  # deleted meanwhile: its view is dropped at flush
             return None
         return counts, row
+
+    # -- time windows -----------------------------------------------------------
+
+    def window_series(
+        self, name: str, row_id: int, window_name: str, *, now: float | None = None
+    ) -> Series | None:
+        """Counter ``name`` (one with ``buckets``) of a row per bucket of a window
+        (``"24h"``, ``"7d"``: per hour; ``"30d"``: per UTC day), oldest first, empty
+        buckets included, the current one last; unflushed increments included. None
+        when the row does not exist. ``now`` (s since the epoch) picks the current
+        bucket; default the clock. UnknownWindow / UnknownCounter for bad names."""
+        counter = self.registry.bucketed(name)
+        win = window(window_name)
+        if not _bigint(row_id):
+            return None
+        return self.windows.series(counter, row_id, win, current_hour(now))
+
+    def trending(
+        self, name: str, window_name: str, limit: int = 20, *, now: float | None = None
+    ) -> list[tuple[int, int]]:
+        """The ``limit`` existing rows with the most of counter ``name`` (one with
+        ``trending``) in window ``"24h"`` or ``"7d"``, unflushed increments included:
+        ``[(id, count)]``, most first, ties by highest id first. Rows with none are
+        left out. Costs one Redis round trip and one short Postgres snapshot reading
+        the kept totals, not the buckets."""
+        counter = self.registry.bucketed(name)
+        if not counter.trending:
+            raise UnknownCounter(f"{name} keeps no trending totals")
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be 1..1000")
+        win = window(window_name, trending=True)
+        return self.windows.trending(counter, win, limit, current_hour(now))
+
+    def retain(
+        self,
+        hourly_days: int = HOURLY_RETENTION_DAYS,
+        *,
+        now: float | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> RetentionResult:
+        """Move the trending windows forward, roll hourly buckets older than
+        ``hourly_days`` into daily ones, drop daily ones past 400 days (engine/
+        retention.py). Safe to run twice, at once, or to kill midway: every chunk is
+        one transaction (of at most ``chunk_rows`` buckets) and moves exactly once. ``now``
+        (s since the epoch) as in :meth:`window_series`. ``hook`` stages, after each
+        commit: windows, hours, days."""
+        started = time.perf_counter()
+        result = self.retention.run(current_hour(now), hourly_days, chunk_rows)
+        record = {"event": "counter_retention", "scope": self.scope, **result.as_dict()}
+        record["duration_s"] = round(time.perf_counter() - started, 6)
+        log.info("%s", json.dumps(record))
+        return result
 
     # -- flushing and reconciling ------------------------------------------------
 

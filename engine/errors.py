@@ -30,6 +30,10 @@ class StoreUnavailable(CounterError):
     """Postgres (the counter store) could not be reached or a statement failed."""
 
 
+class UnknownWindow(CounterError, ValueError):
+    """A time window the engine does not keep (see engine.windows.WINDOWS)."""
+
+
 class TargetMissing(CounterError):
     """The row a counted write points at (a liked post, a commented article) is gone."""
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import lineage
+from . import buckets, lineage, windows
 from .batch import Batch, decoded, split
 from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
@@ -82,6 +82,7 @@ class ShardFlush:
     counters: int = 0
     rows: int = 0
     rows_missing: int = 0
+    buckets: int = 0  # time buckets written (engine/buckets.py)
     deltas_dropped: int = 0  # every reason: deleted rows, unknown codes, rollback
     dropped_rollback: int = 0  # fields of a batch Postgres already held (lineage)
     rolled_back: str | None = None  # lineage.STALE / lineage.PAST when dropped so
@@ -245,6 +246,8 @@ class Flusher:
         self.registry = registry
         self.scope = scope
         self.hook = hook
+        self.trending = any(c.trending for c in registry)
+        self._edges_ready = False
 
     def _stage(self, stage: str, shard: int) -> None:
         if self.hook is not None:
@@ -256,6 +259,7 @@ class Flusher:
 
     def _apply(self, conn: sa.Connection, batch: Batch, result: ShardFlush) -> None:
         result.deltas_dropped += batch.unknown
+        gone: dict[str, set[int]] = {}
         for table in sorted(batch.tables):
             deltas = batch.tables[table]
             arrays = [(c.column, *c.arrays()) for c in deltas.columns]
@@ -268,6 +272,19 @@ class Flusher:
                         result.rows_missing += 1
                         result.deltas_dropped += fields
                         result.missing.append((table, row_id))
+                        gone.setdefault(table, set()).add(row_id)
+        if batch.buckets:
+            # a bucket goes where its counter's delta went: rows gone drop both
+            kept = [b.without(gone[b.table]) if b.table in gone else b for b in batch.buckets]
+            result.buckets = buckets.apply(conn, self.scope, kept, self.trending)
+
+    def _ensure_edges(self) -> None:
+        """Trending windows get their edges once per process, committed before any flush
+        adds to their totals (engine/windows.py)."""
+        if self.trending and not self._edges_ready:
+            with sql_errors("window edges"), self.sql.begin() as conn:
+                windows.ensure_edges(conn, self.scope, self.registry, windows.current_hour())
+            self._edges_ready = True
 
     def flush_shard(self, shard: int) -> ShardFlush | None:
         """Claim and apply one shard's batch; None when it had nothing to flush.
@@ -276,6 +293,7 @@ class Flusher:
         next call resumes it.
         """
         started = time.perf_counter()
+        self._ensure_edges()
         claim = self.buffer.claim(shard, uuid.uuid4().hex)
         if claim is None:
             return None

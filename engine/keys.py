@@ -4,7 +4,9 @@ All keys of one shard share the hash tag ``{<prefix>:<shard>}`` so a shard sits 
 single Redis Cluster slot and its Lua scripts touch one node.
 
     {ctr:7}:pending      hash  "<id>:<code>" -> delta, plus "_t" = ms of oldest delta and
-                               "_b" = "<gen>:<seq>", the batch before it (engine/lineage.py)
+                               "_b" = "<gen>:<seq>", the batch before it (engine/lineage.py);
+                               a bucketed counter adds "<id>:<code>@<hour>" -> delta too
+                               (hour: whole hours since the epoch, UTC; engine/windows.py)
     {ctr:7}:inflight     hash  the claimed batch (same layout), until its commit
     {ctr:7}:batch        hash  seq (batch identity) and claimed_ms of the inflight batch
     {ctr:7}:seq          str   seq of the last batch numbered on this shard
@@ -32,6 +34,9 @@ DEFAULT_SHARDS = 16
 DEFAULT_SCOPE = "ctr"
 # A Redis bitmap addresses at most 2**32 bits: with 16 shards, ids up to ~6.9e10.
 MAX_BIT_OFFSET = 2**32 - 1
+
+BUCKET_SEP = "@"  # "<id>:<code>@<hour>": a time bucket's delta; incr.lua spells it too
+HOUR_MS = 3_600_000
 
 DRAINING = "draining:"  # a shard's layout while a reshard empties it ("draining:<new>")
 
@@ -113,3 +118,13 @@ class Keys:
 
 def field(row_id: int, code: str) -> str:
     return f"{row_id}:{code}"
+
+
+def hour_of(ms: int) -> int:
+    """The UTC hour (whole hours since the epoch) of a time in ms since the epoch."""
+    return ms // HOUR_MS
+
+
+def bucket_field(row_id: int, code: str, hour: int) -> str:
+    """The pending field of a row's views of one hour (see :func:`hour_of`)."""
+    return f"{row_id}:{code}{BUCKET_SEP}{hour}"

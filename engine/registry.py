@@ -25,6 +25,12 @@ class Counter:
     ``indexed``: its table gets an existence index in Redis, so that ``Counters.view``
     refuses ids that do not exist without asking Postgres. Default: counters without a
     recount (events such as views, whose only guard against bad ids is that index).
+    ``buckets``: every increment also goes to the row's bucket of the hour it was
+    accepted in, written by the same flush transaction (engine/windows.py), so
+    ``Counters.window_series`` can answer "how many per hour / day" exactly. Only for
+    counters without a recount: a reconcile would move the column away from its buckets.
+    ``trending``: keep per-row totals of the last 24 hours and 7 days too, so
+    ``Counters.trending`` ranks rows without summing buckets (implies ``buckets``).
     """
 
     table: str
@@ -32,6 +38,12 @@ class Counter:
     code: str
     recount: str | None = None
     indexed: bool | None = None
+    buckets: bool = False
+    trending: bool = False
+
+    @property
+    def bucketed(self) -> bool:
+        return self.buckets or self.trending
 
     @property
     def checks_existence(self) -> bool:
@@ -47,6 +59,8 @@ class Counter:
                 raise ValueError(f"not a plain SQL identifier: {ident!r}")
         if not _CODE.match(self.code):
             raise ValueError(f"counter code must be 1-8 alphanumerics: {self.code!r}")
+        if self.bucketed and self.recount is not None:
+            raise ValueError(f"{self.name}: buckets are for counters without a recount")
 
 
 class Registry:
@@ -88,6 +102,19 @@ class Registry:
         if not any(c.table == table for c in self):
             raise UnknownCounter(table)
         return table
+
+    def bucketed_codes(self) -> str:
+        """The codes of bucketed counters as the increment script takes them:
+        ``",c1,c2,"``, or ``""`` when none is."""
+        codes = sorted(c.code for c in self if c.bucketed)
+        return f",{','.join(codes)}," if codes else ""
+
+    def bucketed(self, name: str) -> Counter:
+        """The counter ``name`` if it keeps buckets, else UnknownCounter."""
+        counter = self.get(name)
+        if not counter.bucketed:
+            raise UnknownCounter(f"{name} keeps no time buckets")
+        return counter
 
     def of_table(self, table: str) -> list[Counter]:
         return [c for c in self if c.table == table]

@@ -6,6 +6,10 @@ new step. Sites apply them with their own migrations: copy the SQL into a migrat
 (``flask counters schema-sql`` prints it), or call ``engine.alembic.upgrade(op, step)``
 from one; or, without migrations, :func:`create` runs every step (idempotent).
 
+Step 0006: ``counter_hourly`` and ``counter_daily`` hold the time buckets of bucketed
+counters, ``counter_window_edges`` and ``counter_window_totals`` the trending windows'
+per-row totals (engine/windows.py).
+
 Step 0003: ``counter_scopes`` records each scope's shard count (engine/layout.py).
 
 Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
@@ -30,11 +34,23 @@ STEPS = {
     "0001_ledger": "40638bffcf5fd0e151ed5e30f57abae292c569877151128ccdf0721c4c331b50",
     "0002_lineage": "02b30004f818945774876804bb1f3d69981300244bbf1ee2de869b18a1f402ca",
     "0003_scopes": "e76b556869e4d71d4110e6640b0f61651bcce85e03fe041302c3ac76e1c299d4",
+    "0006_buckets": "392f574bc9e60b59572988444ca10cefb023eff241fbea3b4603b57c0826ecd1",
 }
 
-TABLES = ("counter_shards", "counter_scopes")  # not the app's: migrations leave them be
+TABLES = (
+    "counter_shards",
+    "counter_scopes",
+    "counter_hourly",
+    "counter_daily",
+    "counter_window_edges",
+    "counter_window_totals",
+)  # not the app's: migrations leave them be
 
 DROP = [
+    "DROP TABLE IF EXISTS counter_window_totals",
+    "DROP TABLE IF EXISTS counter_window_edges",
+    "DROP TABLE IF EXISTS counter_daily",
+    "DROP TABLE IF EXISTS counter_hourly",
     "DROP TABLE IF EXISTS counter_scopes",
     "DROP TABLE IF EXISTS counter_shards",
     "DROP SEQUENCE IF EXISTS counter_batch_seq",

@@ -4,7 +4,8 @@
 -- out for the bitmap (only for such an id).
 -- ARGV[1] now (ms); ARGV[2] a token of the caller, to start a lineage if the shard has
 -- none; ARGV[3] the caller's shard count; ARGV[4] the row's bit offset, or its id when
--- the set is given (ignored without the bitmap); ARGV[5..] field, delta pairs.
+-- the set is given (ignored without the bitmap); ARGV[5] the codes that keep time
+-- buckets, as ",code,code," ("" for none); ARGV[6..] field, delta pairs.
 -- Returns 1 counted, 0 row does not exist, -1 existence index not loaded, -2 the shard
 -- is laid out for another shard count (or being resharded), -3 the shard's layout is
 -- unknown (a new or wiped Redis: the caller sets it up from Postgres and calls again).
@@ -12,6 +13,8 @@
 -- increment (an unknown id) leaves nothing behind. The layout is checked only before
 -- writing: a miss writes nothing either way.
 local OLDEST, BASE = '_t', '_b'  -- keys.OLDEST_FIELD, keys.BASE_FIELD
+local BUCKET_SEP = '@'  -- keys.BUCKET_SEP
+local HOUR_MS = 3600000  -- keys.HOUR_MS
 if KEYS[6] then
   if redis.call('GETBIT', KEYS[6], 0) == 0 then return -1 end
   if KEYS[7] then
@@ -26,11 +29,24 @@ if layout ~= ARGV[3] then
   return -3
 end
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[i], ':(.*)$'), 1)
   if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
     -- a like and its unlike cancel out: keep the hash as small as the live set
     redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+-- Time buckets: what a bucketed field got also goes to its "<field>@<hour>" (keys.
+-- bucket_field), the hour being that of ARGV[1], so the batch carries both together.
+if ARGV[5] ~= '' then
+  local hour = string.format('%d', math.floor(tonumber(ARGV[1]) / HOUR_MS))
+  for i = 6, #ARGV, 2 do
+    if string.find(ARGV[5], ',' .. string.match(ARGV[i], ':(.*)$') .. ',', 1, true) then
+      local bucket = ARGV[i] .. BUCKET_SEP .. hour
+      if redis.call('HINCRBY', KEYS[1], bucket, ARGV[i + 1]) == 0 then
+        redis.call('HDEL', KEYS[1], bucket)
+      end
+    end
   end
 end
 if fresh then

@@ -38,9 +38,28 @@ REGISTRY = Registry(
     [
         Counter("items", "hits", "ih"),
         Counter("items", "likes", "il", LIKES_RECOUNT),
-        Counter("notes", "hits", "nh"),
+        Counter("notes", "hits", "nh", trending=True),
     ]
 )
+
+
+BUCKET_TABLES = ("counter_hourly", "counter_daily", "counter_window_edges", "counter_window_totals")
+
+
+def bucket_sums(sql: sa.Engine, table: str, column: str) -> dict[int, int]:
+    """``{row id: sum of its hourly and daily buckets}`` of one counter."""
+    query = """SELECT row_id, sum(n) FROM (
+            SELECT row_id, n FROM counter_hourly WHERE tbl = :t AND col = :c
+            UNION ALL SELECT row_id, n FROM counter_daily WHERE tbl = :t AND col = :c) b
+        GROUP BY row_id"""
+    with sql.connect() as conn:
+        return {r: int(n) for r, n in conn.execute(sa.text(query), {"t": table, "c": column})}
+
+
+def assert_buckets_match(sql: sa.Engine, table: str = "notes", column: str = "hits") -> None:
+    """Every row's buckets sum to its column (rows at 0 have no bucket)."""
+    values = {i: v for i, v in stored(sql, table, column).items() if v}
+    assert bucket_sums(sql, table, column) == values
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +81,7 @@ def sql(engine_db):
         conn.execute(sa.text("TRUNCATE items, notes, item_likes RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
         conn.execute(sa.text("DELETE FROM counter_scopes"))
+        conn.execute(sa.text(f"TRUNCATE {', '.join(BUCKET_TABLES)}"))
     yield eng
     eng.dispose()
 

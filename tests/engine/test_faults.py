@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Counters, StoreUnavailable
-from tests.engine.conftest import REGISTRY, seed, stored
+from tests.engine.conftest import REGISTRY, assert_buckets_match, seed, stored
 from tests.proxy import proxied
 from tests.servers import ROOT
 
@@ -45,13 +45,26 @@ def test_flush_killed_at_each_stage_applies_every_delta_once(
 ):
     counters = make_counters(shards=2)
     ids = seed(sql, "items", 20)
+    notes = seed(sql, "notes", 20)  # notes.hits keeps hourly buckets
     counters.incr_many([("items.hits", i, i) for i in ids] + [("items.likes", i, 1) for i in ids])
+    counters.incr_many([("notes.hits", i, i) for i in notes])
+    before = {i: counters.window_series("notes.hits", i, "24h").total for i in notes}
+    assert before == {i: i for i in notes}
     assert run_victim(engine_db.url, 2, stage, victim_redis) == -signal.SIGKILL
+    # window reads stay exact while the claim is orphaned (and after its commit)
+    assert {i: counters.window_series("notes.hits", i, "24h").total for i in notes} == before
     # increments keep arriving while the claim is orphaned
     counters.incr_many([("items.hits", i, 100) for i in ids])
+    counters.incr_many([("notes.hits", i, 100) for i in notes])
     wait_out_victim_lock(counters, r)
     first = counters.flush_all()
     second = counters.flush_all()
+    assert stored(sql, "notes", "hits") == {i: i + 100 for i in notes}
+    assert_buckets_match(sql)
+    assert {i: counters.window_series("notes.hits", i, "24h").total for i in notes} == {
+        i: i + 100 for i in notes
+    }
+    assert sorted(counters.trending("notes.hits", "24h", 100)) == [(i, i + 100) for i in notes]
     # the victim flushes its two shards at once: the one it died on is resumed
     resumed = [s for s in first.shards if s.resumed]
     assert resumed

@@ -7,10 +7,15 @@ from importlib import resources
 import pytest
 import sqlalchemy as sa
 
-from engine.keys import BASE_FIELD, DRAINING, META_FIELDS, OLDEST_FIELD, Keys
+from engine.keys import BASE_FIELD, BUCKET_SEP, DRAINING, META_FIELDS, OLDEST_FIELD, Keys
 
 SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua", "mark.lua")
-MIRRORS = {"OLDEST": OLDEST_FIELD, "BASE": BASE_FIELD, "DRAINING": DRAINING}
+MIRRORS = {
+    "OLDEST": OLDEST_FIELD,
+    "BASE": BASE_FIELD,
+    "DRAINING": DRAINING,
+    "BUCKET_SEP": BUCKET_SEP,
+}
 
 
 def lua_constants(name: str) -> dict[str, str]:
