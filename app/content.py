@@ -73,6 +73,14 @@ def read(kind: Kind, row_id: int) -> tuple[PageRow, dict[str, int]] | None:
     return PageRow(row_id, **row), counts
 
 
+def trending(kind: Kind, window: str, limit: int) -> list[tuple[PageRow, dict[str, int], int]]:
+    """``(row, live counts, views in the window)`` of the most viewed rows of ``window``,
+    most first, then newest (``Counters.trending``; raises engine.UnknownWindow)."""
+    ranked = counters.trending(kind.views, window, limit)
+    found = counters.read_rows(kind.table, [i for i, _ in ranked], PAGE_COLUMNS) if ranked else {}
+    return [(PageRow(i, **found[i][1]), found[i][0], n) for i, n in ranked if i in found]
+
+
 def get(kind: Kind, row_id: int) -> sa.Row | None:
     return db.session.execute(sa.select(*_columns(kind)).where(kind.model.id == row_id)).first()
 

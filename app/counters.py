@@ -23,12 +23,13 @@ def _actions(target_type: str, action_type: str) -> str:
 # Codes are stored in every pending Redis field: never rename or reuse one.
 REGISTRY = Registry(
     [
-        Counter("posts", "view_count", "pv"),
+        # views keep hourly buckets and 24h / 7d totals: /stats and /trending
+        Counter("posts", "view_count", "pv", trending=True),
         Counter("posts", "likes_count", "pl", _actions("post", "like")),
         Counter("posts", "collects_count", "pc", _actions("post", "collect")),
         Counter("posts", "shares_count", "ps", _actions("post", "share")),
         Counter("posts", "comments_count", "pm", _count("post_comments", "post_id")),
-        Counter("articles", "view_count", "av"),
+        Counter("articles", "view_count", "av", trending=True),
         Counter("articles", "likes_count", "al", _actions("article", "like")),
         Counter("articles", "collects_count", "ac", _actions("article", "collect")),
         Counter("articles", "shares_count", "as", _actions("article", "share")),

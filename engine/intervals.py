@@ -1,4 +1,4 @@
-"""The two scheduled jobs, flush and reconcile: their RedBeat entry names, the setting
+"""The scheduled jobs, flush, reconcile and bucket retention: their RedBeat entry names, the setting
 of their configured interval, and the intervals accepted at runtime. No Celery here, so
 the Flask side can validate and describe them without the [celery] extra."""
 
@@ -8,14 +8,21 @@ import math
 
 FLUSH_ENTRY = "flush-counters"
 RECONCILE_ENTRY = "reconcile-counters"
+RETENTION_ENTRY = "retain-counter-buckets"
 # kind -> (entry name, config key of its static interval)
 KINDS = {
     "flush": (FLUSH_ENTRY, "COUNTERS_FLUSH_INTERVAL"),
     "reconcile": (RECONCILE_ENTRY, "COUNTERS_RECONCILE_INTERVAL"),
+    "retention": (RETENTION_ENTRY, "COUNTERS_RETENTION_INTERVAL"),
 }
 # Accepted intervals (s): below them beat and the database would only churn; above,
-# the backlog (flush) or the drift (reconcile) would go unattended for too long.
-BOUNDS_S = {"flush": (0.5, 86_400.0), "reconcile": (10.0, 30 * 86_400.0)}
+# the backlog (flush) or the drift (reconcile) would go unattended for too long, or the
+# trending windows (retention moves them) would lag an hour boundary by more than an hour.
+BOUNDS_S = {
+    "flush": (0.5, 86_400.0),
+    "reconcile": (10.0, 30 * 86_400.0),
+    "retention": (10.0, 3_600.0),
+}
 
 
 class BadInterval(ValueError):

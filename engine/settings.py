@@ -14,6 +14,7 @@ from typing import Any
 
 from .flush import FLUSH_THREADS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+from .retention import DAILY_RETENTION_DAYS, HOURLY_RETENTION_DAYS, MIN_HOURLY_RETENTION_DAYS
 
 
 def parse_bool(value: str) -> bool:
@@ -83,6 +84,19 @@ SETTINGS: tuple[Setting, ...] = (
         "allkeys-*), accepting that pending deltas can be lost",
     ),
     Setting(
+        "COUNTERS_HOURLY_RETENTION_DAYS",
+        HOURLY_RETENTION_DAYS,
+        int,
+        "days hourly view buckets are kept before they are rolled into daily ones "
+        f"(kept {DAILY_RETENTION_DAYS} days); at least {MIN_HOURLY_RETENTION_DAYS}",
+    ),
+    Setting(
+        "COUNTERS_RETENTION_INTERVAL",
+        60.0,
+        float,
+        "s between scheduled bucket retention runs (they also move the trending windows)",
+    ),
+    Setting(
         "COUNTERS_COALESCE_MS",
         0.0,
         float,
@@ -123,5 +137,12 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
     if config["COUNTERS_COALESCE_MS"] < 0:
         raise ValueError("COUNTERS_COALESCE_MS must be 0 (off) or a positive number of ms")
+    if config["COUNTERS_HOURLY_RETENTION_DAYS"] < MIN_HOURLY_RETENTION_DAYS:
+        raise ValueError(
+            f"COUNTERS_HOURLY_RETENTION_DAYS must be at least {MIN_HOURLY_RETENTION_DAYS} "
+            "(the 7d trending window reads hourly buckets)"
+        )
+    if config["COUNTERS_RETENTION_INTERVAL"] <= 0:
+        raise ValueError("COUNTERS_RETENTION_INTERVAL must be positive (seconds)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")

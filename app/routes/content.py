@@ -6,12 +6,12 @@ from datetime import timezone
 
 from flask import Blueprint, g, request
 
-from engine import TargetMissing
+from engine import TargetMissing, UnknownWindow
 
 from .. import content
 from ..auth import user_required
 from ..counters import counters
-from ..errors import ApiError, not_found
+from ..errors import ApiError, bad_request, not_found
 from ..kinds import Kind
 from ..payload import json_object, query_int, text
 
@@ -20,6 +20,9 @@ CONTENT_CHARS = (0, 100_000)
 COMMENT_CHARS = (1, 10_000)
 PAGE_LIMIT = (1, 100)
 PAGE_LIMIT_DEFAULT = 20
+TRENDING_LIMIT = (1, 100)
+TRENDING_LIMIT_DEFAULT = 20
+DEFAULT_WINDOW = "24h"
 # A page stops once its items' text reaches this many bytes (100 posts of 100k
 # characters would otherwise be a 40 MB answer); ``next`` then continues after it.
 PAGE_MAX_TEXT_BYTES = 1024 * 1024
@@ -38,6 +41,20 @@ def item_json(row, counts: dict[str, int]) -> dict:
         "created_at": iso(row.created_at),
         "counts": counts,
     }
+
+
+def series_json(row_id: int, series) -> dict:
+    return {
+        "id": row_id,
+        "window": series.window,
+        "step": series.step,
+        "views": series.total,
+        "series": [{"start": iso(start), "views": n} for start, n in series.buckets],
+    }
+
+
+def window_arg() -> str:
+    return request.args.get("window", DEFAULT_WINDOW)
 
 
 def comment_json(kind: Kind, row) -> dict:
@@ -84,6 +101,27 @@ def content_blueprint(kind: Kind) -> Blueprint:
         counts = counters.read(kind.table, [r.id for r in rows]) if rows else {}
         items = [item_json(r, counts[r.id]) for r in rows if r.id in counts]
         return {"items": items, "next": rows[-1].id if more else None}
+
+    @bp.get("/trending")
+    def trending():
+        limit = query_int("limit", TRENDING_LIMIT_DEFAULT, *TRENDING_LIMIT)
+        window = window_arg()
+        try:
+            ranked = content.trending(kind, window, limit)
+        except UnknownWindow as exc:
+            raise bad_request(str(exc), "bad_window") from None
+        items = [{**item_json(row, counts), "window_views": n} for row, counts, n in ranked]
+        return {"window": window, "items": items}
+
+    @bp.get("/<id:row_id>/stats")
+    def stats(row_id: int):
+        try:
+            series = counters.window_series(kind.views, row_id, window_arg())
+        except UnknownWindow as exc:
+            raise bad_request(str(exc), "bad_window") from None
+        if series is None:
+            raise not_found(what)
+        return series_json(row_id, series)
 
     @bp.get("/<id:row_id>")
     def show(row_id: int):

@@ -7,7 +7,8 @@ entries that run them, with intervals changeable at runtime.
 
 Tasks: ``counters.flush`` (scheduled; fans out to ``counters.flush_shards`` when many
 shards are dirty), ``counters.flush_shards``, ``counters.reconcile`` (scheduled; also
-``.delay(names, ids)`` for a targeted recount), ``counters.rebuild_index``.
+``.delay(names, ids)`` for a targeted recount), ``counters.rebuild_index``,
+``counters.retain`` (scheduled: time-bucket retention and trending windows).
 
 The site configures the beat: ``beat_scheduler = "redbeat.RedBeatScheduler"``,
 ``redbeat_redis_url`` and a ``redbeat_key_prefix`` of its own (the runtime intervals live

@@ -26,17 +26,20 @@ log = logging.getLogger(__name__)
 
 FLUSH_TASK = "counters.flush"
 RECONCILE_TASK = "counters.reconcile"
+RETENTION_TASK = "counters.retain"
 INTERVALS_KEY_SUFFIX = ":counters-intervals"
 READ_TIMEOUT_S = 2.0
 
 
 def beat_schedule(config: Mapping, stored: Mapping[str, float] | None = None) -> dict:
-    """The flush and reconcile entries at ``config``'s intervals (COUNTERS_FLUSH_INTERVAL,
-    COUNTERS_RECONCILE_INTERVAL); ``stored`` intervals (set at runtime) win. A run that
-    waited a whole interval expires: the next one supersedes it."""
+    """The flush, reconcile and retention entries at ``config``'s intervals
+    (COUNTERS_FLUSH_INTERVAL, COUNTERS_RECONCILE_INTERVAL, COUNTERS_RETENTION_INTERVAL);
+    ``stored`` intervals (set at runtime) win. A run that waited a whole interval
+    expires: the next one supersedes it."""
     stored = stored or {}
     entries = {}
-    for kind, task in (("flush", FLUSH_TASK), ("reconcile", RECONCILE_TASK)):
+    jobs = (("flush", FLUSH_TASK), ("reconcile", RECONCILE_TASK), ("retention", RETENTION_TASK))
+    for kind, task in jobs:
         name, key = KINDS[kind]
         seconds = stored.get(kind, config[key])
         entries[name] = {"task": task, "schedule": seconds, "options": {"expires": seconds}}

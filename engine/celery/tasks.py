@@ -27,6 +27,7 @@ TASK_NAMES = (
     "counters.flush_shards",
     "counters.reconcile",
     "counters.rebuild_index",
+    "counters.retain",
 )
 
 
@@ -91,6 +92,16 @@ def register_tasks(celery: Celery, counters, config: Mapping) -> dict:
         one missing; two at once do the same idempotent work."""
         return get().ensure_index()
 
+    hourly_days = config["COUNTERS_HOURLY_RETENTION_DAYS"]
+
+    @celery.task(name="counters.retain", shared=False, bind=True, **RETRY_KWARGS)
+    def retain(self) -> dict:
+        """Move the trending windows forward, roll hourly buckets older than
+        COUNTERS_HOURLY_RETENTION_DAYS into daily ones, drop daily ones past 400 days.
+        Every chunk is one transaction: a second run, or one after a kill, moves only
+        what is left."""
+        return get().retain(hourly_days).as_dict()
+
     # names from here, not t.name: evaluating a task proxy would load Celery's config now
-    tasks = (flush, flush_shards, reconcile, rebuild_index)
+    tasks = (flush, flush_shards, reconcile, rebuild_index, retain)
     return dict(zip(TASK_NAMES, tasks, strict=True))

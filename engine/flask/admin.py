@@ -17,7 +17,11 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from .. import intervals
 
 # body field of PUT /schedule -> schedule kind
-SCHEDULE_FIELDS = {"flush_interval": "flush", "reconcile_interval": "reconcile"}
+SCHEDULE_FIELDS = {
+    "flush_interval": "flush",
+    "reconcile_interval": "reconcile",
+    "retention_interval": "retention",
+}
 
 
 def _json_error(exc: HTTPException):
@@ -84,7 +88,8 @@ def admin_blueprint(auth: Callable | None = None, name: str = "counters_admin") 
 
     @route("/schedule", "PUT")
     def set_schedule():
-        """Set the flush and/or reconcile interval (seconds); a running beat follows."""
+        """Set the flush, reconcile and/or retention interval (seconds); a running beat
+        follows."""
         data = _body()
         unknown = sorted(set(data) - set(SCHEDULE_FIELDS))
         if unknown or not data:

@@ -31,6 +31,7 @@ APP_TABLES = (
     "users, posts, articles, post_comments, comments, user_actions, "
     "comment_likes, post_comment_likes"
 )
+BUCKET_TABLES = ("counter_hourly", "counter_daily", "counter_window_edges", "counter_window_totals")
 COUNTED_TABLES = ("users", "posts", "articles", "post_comments", "comments", "user_actions")
 LIKE_TABLES = ("comment_likes", "post_comment_likes")
 
@@ -153,6 +154,7 @@ def app(make_app):
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
+        conn.execute(sa.text(f"TRUNCATE {', '.join(BUCKET_TABLES)}"))
     app.extensions["counters"].counters.ensure_index()  # as the first scheduled flush does
     return app
 
