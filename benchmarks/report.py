@@ -48,6 +48,7 @@ TARGET_NAMES = (
     "persisted_write_behind_vs_celery_per_view_hot",
     "persisted_write_behind_vs_sql_per_view_hot",
     "write_behind_hot_vs_spread",
+    "trending_24h_p99_ms",
     "flush_100k_vs_raw_unnest",
     "flush_1m_increments_vs_1k",
     "redis_bytes_per_pending_counter",
@@ -130,6 +131,18 @@ def targets(results: dict) -> dict:
         ratio("coalesced/noop hot", rps("coalesced", "hot"), rps("noop", "hot")),
         "stretch, opt-in mode (COUNTERS_COALESCE_MS): median over rounds of coalesced / "
         f"noop req/s (medians: {rps('coalesced', 'hot')} / {rps('noop', 'hot')})",
+    )
+    trending = _get(results, "trending", "latency_ms") or {}
+    p99 = _get(trending, "trending_24h", "p99")
+    out["trending_24h_p99_ms"] = _target(
+        results,
+        "<=",
+        50,
+        p99,
+        f"p99 ms of GET /api/posts/trending?window=24h over "
+        f"{_get(results, 'trending', 'posts')} posts, {_get(results, 'trending', 'buckets')} "
+        f"hourly buckets (list_newest p99 {_get(trending, 'list_newest', 'p99')} ms, "
+        f"naive per-request sum p99 {_get(trending, 'naive_24h_query', 'p99')} ms)",
     )
     sizes = _get(results, "flush", "sizes") or {}
     largest = max(sizes, key=int, default=None)

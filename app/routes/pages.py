@@ -1,4 +1,4 @@
-"""Pages for people: the home page and one page per post or article.
+"""Pages for people: the home page, the trending lists, one page per post or article.
 
 A page counts no view: its script sends ``POST /api/<kind>/<id>/view`` once the page is
 visible (app/static/site.js), so prefetchers, crawlers and link previews that run no
@@ -10,19 +10,22 @@ from __future__ import annotations
 import re
 from datetime import timezone
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup, escape
 
-from engine import BufferUnavailable, StoreUnavailable
+from engine import TRENDING_WINDOWS, BufferUnavailable, StoreUnavailable, UnknownWindow
 
 from .. import content
 from ..counters import counters
 from ..errors import page_error, page_unavailable
 from ..kinds import ARTICLES, KINDS, POSTS, Kind
+from ..sparkline import sparkline
 
 bp = Blueprint("pages", __name__)
 
 HOME_ITEMS = 10  # newest posts, and newest articles, on the home page
+TRENDING_ITEMS = 20  # per kind on /trending
+SPARKLINE_WINDOW = "7d"  # hourly views under a post or article
 # Scripts, styles and images from this origin only; nothing inline, no framing.
 CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -92,15 +95,35 @@ def home():
     return render_template("home.html", lists=lists, labels=COUNT_LABELS)
 
 
+@bp.get("/trending")
+def trending():
+    """The most viewed posts and articles of the window (24h or 7d), ordered as
+    ``GET /api/<kind>/trending``, pending views included."""
+    window = request.args.get("window", TRENDING_WINDOWS[0])
+    try:
+        lists = [(kind, content.trending(kind, window, TRENDING_ITEMS)) for kind in KINDS]
+    except UnknownWindow:
+        message = f"There is no such window. Pick one of {', '.join(TRENDING_WINDOWS)}."
+        return page_error(404, "No such window", message)
+    return render_template(
+        "trending.html", lists=lists, window=window, windows=TRENDING_WINDOWS, labels=COUNT_LABELS
+    )
+
+
 def _item(kind: Kind, row_id: int):
-    """One Redis round trip and one SQL statement, as the JSON read, counting nothing."""
+    """As the JSON read (one Redis round trip, one SQL statement, counting nothing), plus
+    the 7-day series of its views for the sparkline."""
     found = content.read(kind, row_id)
     if found is None:
         what = kind.target_type
         message = f"There is no {what} with this number. It may have been deleted."
         return page_error(404, f"No such {what}", message)
     row, counts = found
-    return render_template("item.html", kind=kind, row=row, counts=counts, labels=COUNT_LABELS)
+    series = counters.window_series(kind.views, row_id, SPARKLINE_WINDOW)
+    spark = sparkline([n for _, n in series.buckets]) if series is not None else None
+    return render_template(
+        "item.html", kind=kind, row=row, counts=counts, labels=COUNT_LABELS, spark=spark
+    )
 
 
 @bp.get("/posts/<id:row_id>")
