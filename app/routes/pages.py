@@ -19,13 +19,12 @@ from .. import content
 from ..counters import counters
 from ..errors import page_error, page_unavailable
 from ..kinds import ARTICLES, KINDS, POSTS, Kind
-from ..sparkline import sparkline
 
 bp = Blueprint("pages", __name__)
 
 HOME_ITEMS = 10  # newest posts, and newest articles, on the home page
 TRENDING_ITEMS = 20  # per kind on /trending
-SPARKLINE_WINDOW = "7d"  # hourly views under a post or article
+
 # Scripts, styles and images from this origin only; nothing inline, no framing.
 CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -111,19 +110,15 @@ def trending():
 
 
 def _item(kind: Kind, row_id: int):
-    """As the JSON read (one Redis round trip, one SQL statement, counting nothing), plus
-    the 7-day series of its views for the sparkline."""
+    """One Redis round trip and one SQL statement, as the JSON read, counting nothing (its
+    sparkline comes from ``/stats``, fetched by the page: app/static/sparkline.js)."""
     found = content.read(kind, row_id)
     if found is None:
         what = kind.target_type
         message = f"There is no {what} with this number. It may have been deleted."
         return page_error(404, f"No such {what}", message)
     row, counts = found
-    series = counters.window_series(kind.views, row_id, SPARKLINE_WINDOW)
-    spark = sparkline([n for _, n in series.buckets]) if series is not None else None
-    return render_template(
-        "item.html", kind=kind, row=row, counts=counts, labels=COUNT_LABELS, spark=spark
-    )
+    return render_template("item.html", kind=kind, row=row, counts=counts, labels=COUNT_LABELS)
 
 
 @bp.get("/posts/<id:row_id>")
