@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from engine import TRENDING_WINDOWS, WINDOWS
 from engine.intervals import BOUNDS_S
 
 from .actions import ACTIONS, TARGETS
 from .ids import MAX_ID
 from .kinds import COUNT_COLUMNS, KINDS, Kind
-from .routes.content import COMMENT_CHARS, CONTENT_CHARS, PAGE_LIMIT, TITLE_CHARS
+from .routes.content import (
+    COMMENT_CHARS,
+    CONTENT_CHARS,
+    DEFAULT_WINDOW,
+    PAGE_LIMIT,
+    TITLE_CHARS,
+    TRENDING_LIMIT,
+    TRENDING_LIMIT_DEFAULT,
+)
 
 ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
 TIME = {"type": "string", "format": "date-time"}
@@ -70,6 +79,14 @@ def op(summary: str, responses: dict, **extra) -> dict:
     return {"summary": summary, "responses": responses, **extra}
 
 
+def window_param(names: list[str]) -> dict:
+    return {
+        "name": "window",
+        "in": "query",
+        "schema": {"type": "string", "enum": names, "default": DEFAULT_WINDOW},
+    }
+
+
 def content_paths(kind: Kind) -> dict:
     base = f"/api/{kind.table}"
     item = "Post" if kind.target_type == "post" else "Article"
@@ -111,6 +128,35 @@ def content_paths(kind: Kind) -> dict:
                 f"Delete a {kind.target_type} (its author only)",
                 {"204": ok("deleted"), **errors(401, 403, 404)},
                 security=USER,
+            ),
+        },
+        f"{base}/trending": {
+            "get": op(
+                f"The most viewed {kind.table} of the window (unflushed views included), "
+                "most first, then newest; only those with views in it",
+                {"200": ok("the ranking", ref(f"{item}Trending")), **errors(400)},
+                parameters=[
+                    window_param(list(TRENDING_WINDOWS)),
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": TRENDING_LIMIT[0],
+                            "maximum": TRENDING_LIMIT[1],
+                            "default": TRENDING_LIMIT_DEFAULT,
+                        },
+                    },
+                ],
+            )
+        },
+        f"{base}/{{id}}/stats": {
+            "parameters": one,
+            "get": op(
+                "Views per hour (24h, 7d) or per UTC day (30d), oldest first, empty buckets "
+                "included, unflushed views included; counts no view",
+                {"200": ok("the series", ref("Series")), **errors(400, 404)},
+                parameters=[window_param(list(WINDOWS))],
             ),
         },
         f"{base}/{{id}}/view": {
@@ -172,6 +218,15 @@ def schemas() -> dict:
             {"items": {"type": "array", "items": ref(name)}, "next": {**ID, "nullable": True}}
         )
 
+    def trending(name: str) -> dict:
+        ranked = {"allOf": [ref(name), obj({"window_views": COUNT})]}
+        return obj(
+            {
+                "window": {"type": "string", "enum": list(TRENDING_WINDOWS)},
+                "items": {"type": "array", "items": ranked},
+            }
+        )
+
     text = {"type": "string"}
     return {
         "Error": obj({"error": text, "message": text}),
@@ -181,6 +236,20 @@ def schemas() -> dict:
         "Article": item(),
         "PostPage": page("Post"),
         "ArticlePage": page("Article"),
+        "PostTrending": trending("Post"),
+        "ArticleTrending": trending("Article"),
+        "Series": obj(
+            {
+                "id": ID,
+                "window": {"type": "string", "enum": list(WINDOWS)},
+                "step": {"type": "string", "enum": ["hour", "day"]},
+                "views": COUNT,
+                "series": {
+                    "type": "array",
+                    "items": obj({"start": TIME, "views": COUNT}),
+                },
+            }
+        ),
         "PostComment": comment("post_id"),
         "Comment": comment("article_id"),
         "NewItem": obj(

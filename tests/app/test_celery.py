@@ -19,6 +19,7 @@ TASKS = [
     "counters.flush_shards",
     "counters.reconcile",
     "counters.rebuild_index",
+    "counters.retain",
     "app.tasks.update_post_counts",
     "app.tasks.update_article_counts",
     "app.tasks.update_post_comment_likes_count",
