@@ -80,7 +80,7 @@ def build_site(env):
 
 def seed(app, posts: int, per_post: int) -> dict:
     from app.extensions import db
-    from engine.windows import WINDOWS, current_hour
+    from engine import WINDOWS
 
     client = app.test_client()
     user = client.post("/api/users", json={"username": "bench"}).get_json()
@@ -107,6 +107,10 @@ def seed(app, posts: int, per_post: int) -> dict:
     return {"buckets": buckets, "seed_s": round(time.perf_counter() - started, 1)}
 
 
+def current_hour() -> int:
+    return int(time.time() // 3600)
+
+
 def p(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -122,7 +126,7 @@ def run(
 ) -> dict:
     from app.counters import counters
     from app.extensions import db
-    from engine.windows import WINDOWS, current_hour
+    from engine import WINDOWS
 
     app = build_site(env)
     seeded = seed(app, posts, per_post)
