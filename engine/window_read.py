@@ -15,6 +15,7 @@ pending).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,7 @@ from .buffer import Buffer, RoundTrip, Unapplied, _load
 from .errors import redis_errors, sql_errors
 from .keys import BUCKET_SEP, bucket_field, field
 from .lineage import Base, Ledger
-from .live import READ_ATTEMPTS, snapshot_consistent, unapplied_delta
+from .live import READ_ATTEMPTS, snapshot_consistent, unapplied_delta, unapplied_parts
 from .registry import Counter
 from .sqlarrays import int_array
 from .windows import Window, hour_start
@@ -50,22 +51,33 @@ EDGE = sa.text(
 )
 
 
-def _top(table: str) -> sa.TextClause:
-    # walks counter_window_rank in order; rows deleted since are skipped
-    return sa.text(
-        f"""SELECT w.row_id, w.n FROM counter_window_totals w
-        WHERE w.scope = :scope AND w.tbl = :tbl AND w.col = :col AND w.win = :win
-          AND EXISTS (SELECT 1 FROM {table} t WHERE t.id = w.row_id)
-        ORDER BY w.n DESC, w.row_id DESC LIMIT :limit"""
-    )
+TOP_MARGIN = 5  # stored totals read per row asked for
 
 
-def _totals_of(table: str) -> sa.TextClause:
+@functools.lru_cache(maxsize=64)
+def _ranking(table: str) -> sa.TextClause:
+    """One statement, so one snapshot: the window's edge ("e"), the scope's ledger rows
+    ("l"), the ``:limit`` best stored totals of rows that exist ("t": walks
+    counter_window_rank in order) and the stored totals of the rows ``:ids`` that exist
+    ("o")."""
     return sa.text(
-        f"""SELECT t.id, coalesce(w.n, 0) FROM {table} t
-        LEFT JOIN counter_window_totals w ON w.scope = :scope AND w.tbl = :tbl
-         AND w.col = :col AND w.win = :win AND w.row_id = t.id
-        WHERE t.id = ANY(CAST(:ids AS bigint[]))"""
+        f"""SELECT 'e', (extract(epoch FROM edge) / 3600)::bigint, NULL::bigint, NULL::text,
+               NULL::bigint, NULL::text[]
+          FROM counter_window_edges
+         WHERE scope = :scope AND tbl = :tbl AND col = :col AND win = :win
+        UNION ALL
+        SELECT 'l', shard, applied_seq, gen, base_seq, past_gens
+          FROM counter_shards WHERE scope = :scope
+        UNION ALL
+        (SELECT 't', w.row_id, w.n, NULL, NULL, NULL FROM counter_window_totals w
+          WHERE w.scope = :scope AND w.tbl = :tbl AND w.col = :col AND w.win = :win
+            AND EXISTS (SELECT 1 FROM {table} t WHERE t.id = w.row_id)
+          ORDER BY w.n DESC, w.row_id DESC LIMIT :limit)
+        UNION ALL
+        SELECT 'o', t.id, coalesce(w.n, 0), NULL, NULL, NULL FROM {table} t
+          LEFT JOIN counter_window_totals w ON w.scope = :scope AND w.tbl = :tbl
+           AND w.col = :col AND w.win = :win AND w.row_id = t.id
+         WHERE t.id = ANY(CAST(:ids AS bigint[]))"""
     )
 
 
@@ -101,6 +113,7 @@ class WindowReader:
         self.sql = sql
         self.scope = scope
         self._buckets_script = buffer.redis.register_script(_load("buckets.lua"))
+        self._edges: dict[tuple[str, str], int] = {}  # last edge seen per trending window
 
     def _snapshot(self) -> sa.Connection:
         """A connection whose transaction reads one snapshot (REPEATABLE READ)."""
@@ -140,14 +153,16 @@ class WindowReader:
                 totals[start] += n
         return Series(win.name, win.step, [(hour_start(h), n) for h, n in totals.items()])
 
-    def _unapplied_buckets(self, counter: Counter) -> dict[int, Unapplied]:
-        """Per shard, every pending and inflight bucket delta of ``counter``."""
+    def _unapplied_sums(self, counter: Counter, first: int) -> dict[int, Unapplied]:
+        """Per shard, ``counter``'s pending and inflight bucket deltas of the hours from
+        ``first`` on, summed per row (``{"<id>": n}``)."""
         marker = f":{counter.code}{BUCKET_SEP}"
         shards = range(self.buffer.keys.shards)
         with redis_errors("read buckets"):
             trip = RoundTrip(self.buffer.redis)
             for s in shards:
-                trip.script(self._buckets_script, self.buffer.keys.shard_keys(s), [marker])
+                keys = self.buffer.keys.shard_keys(s)
+                trip.script(self._buckets_script, keys, [marker, first])
             replies = trip.execute()
         out = {}
         for s, (pending, inflight, iseq, last, pbase, ibase) in zip(shards, replies, strict=True):
@@ -167,42 +182,69 @@ class WindowReader:
         """The ``limit`` rows with the most ``counter`` in ``win``: ``[(id, count)]``,
         most first, then the highest id (the newest)."""
         where = {"scope": self.scope, "tbl": counter.table, "col": counter.column}
-        where |= {"win": win.name, "limit": limit}
-        keys = self.buffer.keys
-        for attempt in range(READ_ATTEMPTS):
-            snaps = self._unapplied_buckets(counter)
-            with sql_errors(f"trending {counter.name}"), self._snapshot() as conn, conn.begin():
-                ledgers = _ledgers(conn, self.scope, range(keys.shards))
-                edge = conn.execute(EDGE, where).scalar()
-                top = dict(conn.execute(_top(counter.table), where).all())
-                first = win.first_hour(now_hour) if edge is None else edge
-                late = self._late(snaps, ledgers, first)
-                others = sorted(set(late) - set(top))
-                if others:
-                    params = {**where, "ids": int_array(others)}
-                    top.update(conn.execute(_totals_of(counter.table), params).all())
-            if attempt == READ_ATTEMPTS - 1 or all(
+        # more stored totals than asked for: the gap below the ``limit``-th then keeps
+        # the rows with only a few pending views from having to be looked up
+        fetch = limit * TOP_MARGIN
+        where |= {"win": win.name, "limit": fetch}
+        edge_key = (counter.name, win.name)
+        edge = self._edges.get(edge_key, win.first_hour(now_hour))
+        ids: list[int] = []
+        for _ in range(READ_ATTEMPTS + 2):
+            # Redis before Postgres, as for live counts: a batch released in between is
+            # in Postgres' snapshot. Pending hours count from the edge of the stored
+            # totals: the last one seen (it moves once an hour); read again if it moved.
+            snaps = self._unapplied_sums(counter, edge)
+            with sql_errors(f"trending {counter.name}"), self.sql.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = conn.execute(_ranking(counter.table), {**where, "ids": int_array(ids)})
+                rows = rows.all()
+            stored_edge = next((r[1] for r in rows if r[0] == "e"), edge)
+            ledgers = {
+                r[1]: Ledger(r[2], r[3], r[4], tuple(r[5] or ())) for r in rows if r[0] == "l"
+            }
+            top = {r[1]: r[2] for r in rows if r[0] == "t"}
+            others = {r[1]: r[2] for r in rows if r[0] == "o"}
+            late = _late(snaps, ledgers)
+            needed = _contenders(top, late, limit, fetch)
+            consistent = all(
                 snapshot_consistent(snaps[s], _ledger(ledgers, s).applied_seq) for s in snaps
-            ):
+            )
+            if stored_edge != edge:
+                edge = self._edges[edge_key] = stored_edge
+            elif set(needed) <= set(others) and consistent:
                 break
+            ids = needed
+        top.update((i, n) for i, n in others.items() if i in late)
         ranked = [(row_id, n + late.get(row_id, 0)) for row_id, n in top.items()]
         ranked = [r for r in ranked if r[1] > 0]
         ranked.sort(key=lambda r: (-r[1], -r[0]))
         return ranked[:limit]
 
-    def _late(self, snaps: dict[int, Unapplied], ledgers, first: int) -> dict[int, int]:
-        """``{row id: unapplied deltas of hours from ``first`` on}``."""
-        out: dict[int, int] = {}
-        for shard, snap in snaps.items():
-            ledger = _ledger(ledgers, shard)
-            for name in set(snap.pending) | set(snap.inflight):
-                row, _, hour = name.partition(":")
-                if int(hour.rpartition(BUCKET_SEP)[2]) < first:
-                    continue
-                n = unapplied_delta(snap, name, ledger)
-                if n:
+
+def _late(snaps: dict[int, Unapplied], ledgers) -> dict[int, int]:
+    """``{row id: its unapplied deltas}`` given each shard's ledger."""
+    out: dict[int, int] = {}
+    for shard, snap in snaps.items():
+        pending, inflight = unapplied_parts(snap, _ledger(ledgers, shard))
+        for part, live in ((snap.pending, pending), (snap.inflight, inflight)):
+            if live:
+                for row, n in part.items():
                     out[int(row)] = out.get(int(row), 0) + n
-        return out
+    return out
+
+
+def _contenders(top: dict[int, int], late: dict[int, int], limit: int, fetch: int) -> list[int]:
+    """Rows outside ``top`` (the best ``fetch`` stored totals, or all of them when fewer)
+    whose unapplied deltas may lift them into the best ``limit``: such a row has at most
+    the lowest total of a full ``top`` stored (none, when ``top`` holds them all), so it
+    needs at least the gap between that and the ``limit``-th live count of ``top``."""
+    outside = [i for i in late if i not in top]
+    if len(top) < limit:
+        return sorted(outside)
+    floor = min(top.values()) if len(top) >= fetch else 0
+    live = sorted((n + late.get(i, 0) for i, n in top.items()), reverse=True)
+    gap = live[limit - 1] - floor
+    return sorted(i for i in outside if late[i] >= gap)
 
 
 def _pairs(flat: list) -> dict[str, int]:

@@ -40,7 +40,7 @@ class Heart(db.Model):
 
 
 # Codes ("rv", "rh") are stored with every pending delta: never rename or reuse one.
-VIEWS = Counter("recipes", "view_count", "rv")  # no recount: views have no source rows
+VIEWS = Counter("recipes", "view_count", "rv", buckets=True)  # no recount; hourly buckets
 HEARTS_RECOUNT = """SELECT recipe_id, count(*) FROM hearts
     WHERE recipe_id = ANY(CAST(:ids AS bigint[])) GROUP BY recipe_id"""
 HEARTS = Counter("recipes", "hearts_count", "rh", recount=HEARTS_RECOUNT)

@@ -157,6 +157,18 @@ def applied_seq(site, shard: int) -> int:
         return conn.execute(query, {"s": site.scope, "n": shard}).scalar() or 0
 
 
+def windows(site, ids: list[int]) -> dict[int, int]:
+    """Views of the last 24 hours as the engine's live window read gives them."""
+    return {i: site.counters.window_series("recipes.view_count", i, "24h").total for i in ids}
+
+
+def bucket_sums(site) -> dict[int, int]:
+    query = """SELECT row_id, sum(n) FROM (SELECT row_id, n FROM counter_hourly
+        UNION ALL SELECT row_id, n FROM counter_daily) b GROUP BY row_id"""
+    with site.sql.connect() as conn:
+        return {r: int(n) for r, n in conn.execute(sa.text(query))}
+
+
 def settled(site, acked: dict[int, tuple[int, int]]) -> bool:
     """Nothing left in Redis, and Postgres holds exactly the acknowledged counts."""
     return site.pending() == 0 and site.stored() == acked
@@ -197,6 +209,7 @@ def test_worker_killed_inside_a_flush_under_load_then_exact_totals(site, process
 
     # the claimed batch is neither lost nor counted twice by live reads
     assert site.shown(ids) == before.acked(ids)
+    assert windows(site, ids) == {i: before.views[i] for i in ids}
 
     _, second_log = processes.start("worker2", site.worker_cmd("w2"), site.env)
     logs.append(second_log)
@@ -216,6 +229,9 @@ def test_worker_killed_inside_a_flush_under_load_then_exact_totals(site, process
     )
     assert {i: h for i, (_, h) in acked.items() if h} == dict(site.hearts())
     assert applied_seq(site, shard) >= stranded["inflight_seq"]
+    # every row's hourly buckets sum to its view_count, and window reads agree
+    assert bucket_sums(site) == {i: v for i, (v, _) in acked.items() if v}
+    assert windows(site, ids) == {i: v for i, (v, _) in acked.items()}
 
 
 def total(site, name: str) -> int:
