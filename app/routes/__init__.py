@@ -6,7 +6,6 @@ from ..auth import admin_required
 from ..counters import counters
 from . import actions, articles, comments, docs, health, pages, posts, users
 
-
 # what the dashboard's first chart adds up as views
 VIEW_COUNTERS = ("posts.view_count", "articles.view_count")
 

@@ -53,9 +53,7 @@ def test_the_series_covers_the_last_minutes_only():
     assert columns["accepted"]["ih"][-1] == 20
 
 
-def test_activity_names_counters_and_its_last_point_counts_the_minute_so_far(
-    make_counters, sql
-):
+def test_activity_names_counters_and_its_last_point_counts_the_minute_so_far(make_counters, sql):
     web, other = make_counters(), make_counters()
     (item,) = seed(sql, "items", 1)
     web.incr_many([("items.hits", item, 1)] * 3)
