@@ -146,7 +146,8 @@ def _json_error(status: int, code: str, message: str):
 
 def dashboard_data(counters, views: Sequence[str] | None = None) -> dict:
     """What the page polls, from the engine's public API: the activity columns (views
-    summed over ``views``, default every counter), the report and the last runs."""
+    summed over ``views``, default every counter; a flush lag of 0 when nothing is
+    pending), the report and the last runs."""
     activity = counters.activity(MINUTES)
     chosen = [v for n, v in activity["accepted"].items() if views is None or n in views]
     per_minute = [
@@ -161,7 +162,7 @@ def dashboard_data(counters, views: Sequence[str] | None = None) -> dict:
             "t": activity["t"],
             "views": per_minute,
             "pending": activity["pending"],
-            "lag_s": activity["lag_s"],
+            "lag_s": [lag or 0.0 for lag in activity["lag_s"]],  # nothing pending: 0
         },
         "pending": report["pending"],
         "oldest_pending_age_s": report["oldest_pending_age_s"],

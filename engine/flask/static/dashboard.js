@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const HOUR_S = 3600;
+  const MIN_SPAN_S = 600; // the x axis spans at least ten minutes, at most the data's hour
   const HEIGHT_PX = 180;
   const COLOURS = { views: "#2f5bd3", pending: "#c2410c", lag_s: "#047857" };
 
@@ -19,7 +19,7 @@
   }
 
   function seconds(s) {
-    if (s === null || s === undefined) return "none";
+    if (s === null || s === undefined) return "caught up";
     return s < 10 ? s.toFixed(2) + " s" : Math.round(s) + " s";
   }
 
@@ -29,9 +29,14 @@
       width: box.clientWidth,
       height: HEIGHT_PX,
       legend: { show: false },
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+      axes: [
+        { space: 70, values: (u, splits) => splits.map((s) => utc(s * 1000).slice(0, 5)) },
+        { size: 56 },
+      ],
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time: true, range: (u, lo, hi) => [hi - HOUR_S, hi] },
+        x: { time: true, range: (u, lo, hi) => [Math.min(lo, hi - MIN_SPAN_S), hi] },
         y: { range: (u, lo, hi) => [0, Math.max(1, hi * 1.1)] },
       },
       series: [
