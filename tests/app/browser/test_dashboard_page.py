@@ -129,9 +129,10 @@ def test_with_the_token_the_charts_draw_and_move_after_a_burst_of_views(
     assert float(after["latest"]) == float(before["latest"]) + BURST, (before, after)
     assert browser.execute_script(CANVAS, "views") != image
     # the worker flushed them: the last flushes table shows the batch
+    flushes = '[data-runs="flushes"]'
     wait_until(
         browser,
-        lambda d: "no busy flush" not in d.find_element(By.CSS_SELECTOR, '[data-runs="flushes"]').text,
+        lambda d: "no busy flush" not in d.find_element(By.CSS_SELECTOR, flushes).text,
         "no flush in the table",
     )
     next_poll(browser)
