@@ -28,6 +28,7 @@ def test_without_the_session_the_page_is_the_form_and_the_data_is_refused(client
     assert 'method="post"' in html and 'type="password"' in html and 'name="token"' in html
     assert "data-dashboard" not in html  # no charts, no data URL
     assert "no-store" in page.headers["Cache-Control"]
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]  # no inline code
     assert_error(client.get(DATA), 401, "unauthorized")
 
 
@@ -125,3 +126,10 @@ def test_without_admin_token_the_dashboard_is_a_404(make_app):
 
 def test_the_home_page_links_to_the_dashboard(client):
     assert f'href="{PAGE}"' in client.get("/").get_data(as_text=True)
+
+
+def test_without_redis_the_data_is_a_json_503_and_the_page_still_answers(make_app):
+    client = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
+    assert sign_in(client).status_code == 303  # the session needs no Redis
+    assert client.get(PAGE).status_code == 200
+    assert_error(client.get(DATA), 503, "unavailable")
