@@ -11,7 +11,8 @@ flushes and reconciles. Register it where it should live:
 of it is a 404). It is entered once in the page's form (a POST, compared in constant
 time); the browser then holds a signed session cookie (Flask's ``session``: the app needs
 a ``SECRET_KEY``), never the token, and the token never appears in a URL or a page. The
-session holds a fingerprint of the token, so a new token signs every browser out.
+session holds a fingerprint of the token, so a new token signs every browser out, and
+the time of the sign-in, which lasts SESSION_MAX_AGE_S.
 
     GET  ""          the charts when signed in, else the form
     POST ""          sign in (form field ``token``): 303 to GET, or the form with a 401
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable, Sequence
 
 from flask import (
@@ -40,6 +42,7 @@ from flask import (
 )
 
 SESSION_KEY = "counters_dashboard"
+SESSION_MAX_AGE_S = 12 * 3600  # a sign-in lasts a working day, whatever the cookie says
 POLL_MS = 5_000  # how often the page asks for new data
 MINUTES = 60  # the charts' span
 RUNS_SHOWN = 10  # rows of the last flushes and reconciles tables
@@ -90,7 +93,11 @@ def dashboard_blueprint(
         return configured() or abort(404)
 
     def signed_in(value: str) -> bool:
-        return _same(session.get(SESSION_KEY, ""), fingerprint(value))
+        kept = session.get(SESSION_KEY)
+        if not isinstance(kept, dict) or not isinstance(kept.get("at"), (int, float)):
+            return False
+        fresh = 0 <= time.time() - kept["at"] <= SESSION_MAX_AGE_S
+        return fresh and _same(str(kept.get("fp", "")), fingerprint(value))
 
     def sign_in_form(error: str | None, status: int):
         html = render_template("counters/sign_in.html", error=error, home_url=home_url)
@@ -116,7 +123,7 @@ def dashboard_blueprint(
         if not _same(request.form.get("token", ""), value):
             return sign_in_form("That is not the admin token.", 401)
         session.clear()
-        session[SESSION_KEY] = fingerprint(value)
+        session[SESSION_KEY] = {"fp": fingerprint(value), "at": int(time.time())}
         return redirect(url_for(".page"), 303)
 
     @bp.post("/sign-out")

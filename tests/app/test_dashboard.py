@@ -106,6 +106,15 @@ def test_a_new_admin_token_signs_every_browser_out(app, client):
     assert_error(client.get(DATA), 401)
 
 
+def test_a_sign_in_older_than_the_session_max_age_is_refused(client):
+    sign_in(client)
+    with client.session_transaction() as kept:
+        (key,) = kept.keys()  # the cookie, still validly signed, says it began 20 days ago
+        kept[key] = {**kept[key], "at": kept[key]["at"] - 20 * 86_400}
+    assert_error(client.get(DATA), 401)
+    assert 'name="token"' in client.get(PAGE).get_data(as_text=True)
+
+
 def test_a_cookie_signed_with_another_key_is_refused(make_app, client):
     other = make_app(SECRET_KEY="another-site-secret").test_client()
     response = sign_in(other)
