@@ -50,6 +50,12 @@ SETTINGS: tuple[Setting, ...] = (
         "signs the dashboard's session cookie; unset: derived from ADMIN_TOKEN (the same "
         "in every process)",
     ),
+    Setting(
+        "SESSION_COOKIE_SECURE",
+        False,
+        parse_bool,
+        "1: the dashboard's session cookie travels over HTTPS only (set it behind TLS)",
+    ),
     Setting("CELERY_TASK_DEFAULT_QUEUE", None, str, "the queue the tasks use (celery)"),
     Setting(
         "CELERY_BEAT_MAX_LOOP_INTERVAL",
