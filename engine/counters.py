@@ -16,6 +16,7 @@ from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
+from .forks import forget_pool_after_fork
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
 from .layout import Layout
 from .live import LiveReader
@@ -75,6 +76,8 @@ class Counters:
     ) -> None:
         self.registry = registry
         self.sql = sql
+        if sql is not None:
+            forget_pool_after_fork(sql)
         self.keys = Keys(scope=scope, shards=shards)
         self.layout = Layout(redis, sql, self.keys)
         # without Postgres (a Redis-only benchmark), a shard takes this process' count
