@@ -12,6 +12,10 @@ per-row totals (engine/windows.py).
 
 Step 0003: ``counter_scopes`` records each scope's shard count (engine/layout.py).
 
+Step 0004: ``counter_shards`` counts what rollbacks dropped (engine/stats.py DURABLE):
+the flush transaction that drops a batch adds to them, so they outlive the Redis they
+are about.
+
 Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
 applied; batch seqs come from ``counter_batch_seq``, so they never repeat, even after
 Redis loses its data. The ledger is one row per shard, so it never needs pruning.
@@ -34,6 +38,7 @@ STEPS = {
     "0001_ledger": "40638bffcf5fd0e151ed5e30f57abae292c569877151128ccdf0721c4c331b50",
     "0002_lineage": "02b30004f818945774876804bb1f3d69981300244bbf1ee2de869b18a1f402ca",
     "0003_scopes": "e76b556869e4d71d4110e6640b0f61651bcce85e03fe041302c3ac76e1c299d4",
+    "0004_totals": "0877ba97269dbf21a65576955a34b921bad4d1bc7cf63f1d7547ac936089c0f1",
     "0006_buckets": "392f574bc9e60b59572988444ca10cefb023eff241fbea3b4603b57c0826ecd1",
 }
 

@@ -1,5 +1,10 @@
 """Flush and reconcile totals kept in Redis, so every process (web, workers) reads the
-same numbers: a Prometheus exporter in any process can report them."""
+same numbers: a Prometheus exporter in any process can report them.
+
+What a Redis rollback dropped (``DURABLE``) cannot be counted in the Redis that rolled
+back: a second restart from an older dump would take the count back. The flush adds it
+to the shard's ledger row in Postgres, in the transaction that drops the batch, and
+:meth:`Stats.snapshot` reports the ledger's sums (engine/lineage.py ROLLBACK_TOTALS)."""
 
 from __future__ import annotations
 
@@ -19,9 +24,7 @@ TOTALS = (
     "claims_resumed",
     "counters_applied",
     "rows_missing",
-    "deltas_dropped",
-    "batches_rolled_back",
-    "deltas_dropped_rollback",
+    "deltas_dropped",  # deleted rows, unknown counters (rollbacks: DURABLE)
     "flush_errors",
     "reconciles",
     "reconcile_checked",
@@ -29,6 +32,8 @@ TOTALS = (
     "reconcile_drift_abs",
     "views_unknown",
 )
+DURABLE = ("batches_rolled_back", "deltas_dropped_rollback")  # kept in the ledger
+RUNS_KEPT = 20  # summaries of the last busy flushes, and of the last reconciles, kept
 
 
 class Stats:
@@ -36,6 +41,11 @@ class Stats:
         self.redis = redis
         self.key = keys.stats()
         self.keys = keys
+        self.runs_key = {kind: keys.runs(kind) for kind in ("flush", "reconcile")}
+
+    def _keep_run(self, pipe, kind: str, record: str) -> None:
+        pipe.lpush(self.runs_key[kind], record)
+        pipe.ltrim(self.runs_key[kind], 0, RUNS_KEPT - 1)
 
     def record_flush(self, summary) -> None:
         """Add one flush's totals to the running ones and keep its record as the last."""
@@ -50,8 +60,9 @@ class Stats:
                 bucket = next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
                 pipe.hincrby(self.key, f"flush_le_{bucket}", 1)
                 pipe.hincrbyfloat(self.key, "flush_seconds_sum", shard.duration_s)
-            if summary.shards or summary.errors:
+            if summary.shards or summary.errors:  # an idle flush keeps the last busy one
                 pipe.hset(self.key, "last_flush", json.dumps(last))
+                self._keep_run(pipe, "flush", json.dumps(last))
             pipe.execute()
 
     def record_unknown(self, n: int) -> None:
@@ -70,11 +81,14 @@ class Stats:
             pipe.hincrby(self.key, "reconcile_fixed", len(result.fixes))
             pipe.hincrby(self.key, "reconcile_drift_abs", drift)
             pipe.hset(self.key, "last_reconcile", json.dumps(last))
+            self._keep_run(pipe, "reconcile", json.dumps(last))
             pipe.execute()
 
-    def snapshot(self) -> dict:
+    def snapshot(self, durable: dict[str, int] | None = None) -> dict:
         """Totals, flush histogram (cumulative per bucket), last flush/reconcile, and
-        increments accepted per counter code (summed over shards)."""
+        increments accepted per counter code (summed over shards). ``durable``: the
+        ledger's ``DURABLE`` totals; without them (no Postgres, or it is down) those
+        totals are left out rather than reported as 0."""
         with redis_errors("read stats"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hgetall(self.key)
@@ -91,7 +105,7 @@ class Stats:
             running += int(raw.get(f"flush_le_{b}", 0))
             buckets.append((b, running))
         return {
-            "totals": {name: int(raw.get(name, 0)) for name in TOTALS},
+            "totals": {name: int(raw.get(name, 0)) for name in TOTALS} | (durable or {}),
             "flush_seconds_sum": float(raw.get("flush_seconds_sum", 0.0)),
             "flush_buckets": buckets,
             "last_flush": json.loads(raw["last_flush"]) if "last_flush" in raw else None,
@@ -99,4 +113,17 @@ class Stats:
                 json.loads(raw["last_reconcile"]) if "last_reconcile" in raw else None
             ),
             "accepted": accepted,
+        }
+
+    def runs(self, limit: int = RUNS_KEPT) -> dict[str, list[dict]]:
+        """``{"flush": [...], "reconcile": [...]}``: the last ``limit`` busy flushes and
+        reconciles, newest first, each as recorded (``at_ms`` and its summary)."""
+        with redis_errors("read runs"):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self.runs_key.values():
+                pipe.lrange(key, 0, limit - 1)
+            raw = pipe.execute()
+        return {
+            kind: [json.loads(r) for r in records]
+            for kind, records in zip(self.runs_key, raw, strict=True)
         }
