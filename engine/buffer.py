@@ -209,6 +209,7 @@ class Buffer:
         self._release = redis.register_script(_load("release.lua"))
         self._read = redis.register_script(_load("read.lua"))
         self.mark_script = redis.register_script(_load("mark.lua"))
+        self._count_buckets = redis.register_script(_load("count_buckets.lua"))
 
     # -- writing -------------------------------------------------------------
 
@@ -463,7 +464,8 @@ class Buffer:
         return out
 
     def backlog(self) -> list[dict]:
-        """Per-shard pending/inflight sizes and the age of their oldest delta."""
+        """Per-shard pending/inflight sizes (counters; time-bucket fields not counted) and
+        the age of their oldest delta."""
         with redis_errors("backlog"):
             pipe = self.redis.pipeline(transaction=False)
             for s in range(self.keys.shards):
@@ -473,9 +475,17 @@ class Buffer:
                     pipe.hexists(key, BASE_FIELD)
                 pipe.hget(self.keys.batch(s), "seq")
             raw = pipe.execute()
+            buckets = [(0, 0)] * self.keys.shards
+            if self.bucketed_codes:  # bucket fields ride along; they are not counters
+                trip = RoundTrip(self.redis)
+                for s in range(self.keys.shards):
+                    keys = [self.keys.pending(s), self.keys.inflight(s)]
+                    trip.script(self._count_buckets, keys, [])
+                buckets = trip.execute()
         out = []
         for s in range(self.keys.shards):
             plen, pt, pb, ilen, it, ib, seq = raw[s * 7 : s * 7 + 7]
+            plen, ilen = plen - buckets[s][0], ilen - buckets[s][1]
             oldest = min((int(t) for t in (pt, it) if t is not None), default=None)
             out.append(
                 {

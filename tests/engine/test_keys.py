@@ -9,12 +9,13 @@ import sqlalchemy as sa
 
 from engine.keys import BASE_FIELD, BUCKET_SEP, DRAINING, META_FIELDS, OLDEST_FIELD, Keys
 
-SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua", "mark.lua")
+SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua", "mark.lua", "count_buckets.lua")
 MIRRORS = {
     "OLDEST": OLDEST_FIELD,
     "BASE": BASE_FIELD,
     "DRAINING": DRAINING,
     "BUCKET_SEP": BUCKET_SEP,
+    "SEP": BUCKET_SEP,
 }
 
 
