@@ -67,3 +67,13 @@ def test_quick_benchmark_run_writes_every_section_and_target(tmp_path):
     memory = results["memory"]["by_shards"]
     assert {row["shards"] for row in memory} == {16, 256}
     assert all(row["bytes_per_counter"] > 0 and row["encoding"] for row in memory)
+
+    trending = results["trending"]
+    assert trending["buckets"] > 0 and len(trending["top_window_views"]) == 3
+    assert trending["top_window_views"] == sorted(trending["top_window_views"], reverse=True)
+    assert set(trending["latency_ms"]) == {
+        "trending_24h",
+        "trending_7d",
+        "list_newest",
+        "naive_24h_query",
+    }
