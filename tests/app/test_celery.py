@@ -116,3 +116,32 @@ def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql, c
     # the task sampled the engine for the dashboard: its point, then now's
     activity = counters.activity()
     assert len(activity["t"]) == 2 and activity["accepted"]["posts.view_count"][0] is None
+
+
+def test_beat_schedule_runs_bucket_retention(make_app):
+    schedule = make_app(COUNTERS_RETENTION_INTERVAL=90).extensions["celery"].conf.beat_schedule
+    assert schedule["retain-counter-buckets"]["task"] == "counters.retain"
+    assert schedule["retain-counter-buckets"]["schedule"] == 90
+
+
+@pytest.mark.timeout(60)
+def test_worker_runs_retention_and_buckets_still_sum_to_view_counts(app, client, user, sql):
+    post = create(client, user)
+    for _ in range(3):
+        client.post(f"/api/posts/{post}/view")
+    celery = app.extensions["celery"]
+    celery.conf.worker_hijack_root_logger = False
+    with start_worker(celery, pool="solo", perform_ping_check=False):
+        celery.tasks["counters.flush"].delay().get(timeout=30)
+        first = celery.tasks["counters.retain"].delay().get(timeout=30)
+        again = celery.tasks["counters.retain"].delay().get(timeout=30)
+    assert first["hours_rolled"] == again["hours_rolled"] == 0  # nothing is 14 days old
+    assert set(first["windows_moved"]) == {
+        f"{t}.view_count/{w}" for t in ("posts", "articles") for w in ("24h", "7d")
+    }
+    with sql.connect() as conn:
+        buckets = conn.execute(
+            sa.text("SELECT sum(n) FROM counter_hourly WHERE tbl = 'posts' AND row_id = :id"),
+            {"id": post},
+        ).scalar_one()
+    assert buckets == stored(sql, "posts", "view_count", post) == 3
