@@ -45,12 +45,6 @@ DAILY = sa.text(
     WHERE scope = :scope AND tbl = :tbl AND col = :col AND row_id = :id
       AND day >= date '1970-01-01' + :first / 24"""
 )
-EDGE = sa.text(
-    """SELECT (extract(epoch FROM edge) / 3600)::bigint FROM counter_window_edges
-    WHERE scope = :scope AND tbl = :tbl AND col = :col AND win = :win"""
-)
-
-
 TOP_MARGIN = 5  # stored totals read per row asked for
 
 
