@@ -22,6 +22,7 @@ from .errors import (
 )
 from .flush import FlushSummary, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+from .policy import ViewPolicy, Visit
 from .reconcile import Fix, ReconcileResult
 from .registry import Counter, Registry
 
@@ -45,5 +46,7 @@ __all__ = [
     "UnknownCounter",
     "UnsafeRedis",
     "ViewCoalescer",
+    "ViewPolicy",
+    "Visit",
     "redis_client",
 ]

@@ -55,6 +55,7 @@ from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_error
 from .lineage import LEDGER_GEN, MARK_APPLIED
 from .registry import Registry
 from .sqlarrays import int_array
+from .uniques import Uniques
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ class Flusher:
         self.registry = registry
         self.scope = scope
         self.hook = hook
+        self.uniques = Uniques(buffer, scope)
 
     def _stage(self, stage: str, shard: int) -> None:
         if self.hook is not None:
@@ -261,13 +263,25 @@ class Flusher:
             arrays = [(c.column, *c.arrays()) for c in deltas.columns]
             applied = add_columns(conn, table, arrays)
             result.rows += applied.rowcount
+            gone: set[int] = set()
             if applied.rowcount < deltas.row_count():
                 updated = {r[0] for r in applied}
                 for row_id, fields in sorted(deltas.fields_per_row().items()):
                     if row_id not in updated:
+                        gone.add(row_id)
                         result.rows_missing += 1
                         result.deltas_dropped += fields
                         result.missing.append((table, row_id))
+            self._save_uniques(conn, table, deltas, gone)
+
+    def _save_uniques(self, conn: sa.Connection, table: str, deltas, gone: set[int]) -> None:
+        """Store the unique-viewer estimates of the rows whose views the batch holds
+        (engine/uniques.py), in the batch's transaction."""
+        for counter in self.registry.uniques_of(table):
+            for column in deltas.columns:
+                if column.column == counter.column:
+                    ids = sorted({int(i) for i in column.ids} - gone)
+                    self.uniques.save(conn, counter, ids)
 
     def flush_shard(self, shard: int) -> ShardFlush | None:
         """Claim and apply one shard's batch; None when it had nothing to flush.

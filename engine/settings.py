@@ -14,6 +14,7 @@ from typing import Any
 
 from .flush import FLUSH_THREADS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+from .policy import DEDUPE, MODES, WINDOW_S
 
 
 def parse_bool(value: str) -> bool:
@@ -89,6 +90,26 @@ SETTINGS: tuple[Setting, ...] = (
         "opt-in: tally views in the web process and push them every this many ms "
         "(a hard kill loses up to one interval); 0 = off",
     ),
+    Setting(
+        "COUNTERS_VIEW_POLICY",
+        DEDUPE,
+        str,
+        "dedupe: counters with a ViewPolicy count a visitor once per window, crawlers "
+        "apart, no author's own views; raw: every view counts (load tests, benchmarks)",
+    ),
+    Setting(
+        "COUNTERS_VIEW_WINDOW_S",
+        WINDOW_S,
+        int,
+        "s; a visitor's repeat views of a row within this window add nothing",
+    ),
+    Setting(
+        "COUNTERS_VISITOR_SALT",
+        None,
+        str,
+        "secret mixed into the hash of address + User-Agent that names a visitor with "
+        "no cookie (None: the app's SECRET_KEY, else the scope); keep it stable",
+    ),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -123,5 +144,9 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError("COUNTERS_FLUSH_GROUP_SIZE must be at least 1 (shards per task)")
     if config["COUNTERS_COALESCE_MS"] < 0:
         raise ValueError("COUNTERS_COALESCE_MS must be 0 (off) or a positive number of ms")
+    if config["COUNTERS_VIEW_POLICY"] not in MODES:
+        raise ValueError(f"COUNTERS_VIEW_POLICY must be one of {', '.join(MODES)}")
+    if config["COUNTERS_VIEW_WINDOW_S"] < 1:
+        raise ValueError("COUNTERS_VIEW_WINDOW_S must be at least 1 (seconds)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
