@@ -59,6 +59,10 @@ class Visit:
     visitor: str
     bot: bool = False
     own: bool = False
+    # the identity this visitor goes by from the next request on (a vid cookie set by
+    # this answer): a counted view is remembered, and counted among unique viewers,
+    # under it too, so the visitor's next view is a repeat
+    alias: str | None = None
 
 
 def pair_hash(visitor: str, code: str, row_id: int) -> int:
@@ -70,8 +74,9 @@ def pair_hash(visitor: str, code: str, row_id: int) -> int:
 @dataclass(frozen=True)
 class Rule:
     """What one script call must do beyond adding its pairs: the extra KEYS and ARGV of
-    ``incr.lua`` (keys: held, seen now, seen before, uniques; args: rule, held field,
-    member, expire-at s, visitor, uniques TTL s)."""
+    ``incr.lua`` (keys: held, seen now, seen before, uniques, and the alias' seen set
+    now; args: rule, held field, member, expire-at s, unique viewer, uniques TTL s,
+    the alias' member or '')."""
 
     keys: tuple[str, ...]
     args: tuple
@@ -90,10 +95,12 @@ class Rule:
         shard = keys.shard_of(row_id)
         if visit.own or visit.bot:
             reason = "self" if visit.own else "bot"
-            return cls((keys.held(shard),), (reason, held_field(code, reason), "", 0, "", 0))
-        h = pair_hash(visit.visitor, code, row_id)
-        bucket = (h >> 32) % max(1, buckets // keys.shards)
-        member = (h & 0xFFFFFFFF) - 2**31  # a signed 32-bit int: 4 bytes in an intset
+            return cls((keys.held(shard),), (reason, held_field(code, reason), "", 0, "", 0, ""))
+        per_shard = max(1, buckets // keys.shards)
+        bucket, member = _place(pair_hash(visit.visitor, code, row_id), per_shard)
+        alias_bucket, alias_member = bucket, ""
+        if visit.alias is not None:
+            alias_bucket, alias_member = _place(pair_hash(visit.alias, code, row_id), per_shard)
         slot = int(now_s // window_s)
         return cls(
             (
@@ -101,13 +108,21 @@ class Rule:
                 keys.seen(shard, slot, bucket),
                 keys.seen(shard, slot - 1, bucket),
                 keys.uniques(row_id, code),
+                keys.seen(shard, slot, alias_bucket),
             ),
             (
                 "view",
                 held_field(code, "deduped"),
                 member,
                 (slot + 2) * window_s,
-                visit.visitor,
+                visit.alias or visit.visitor,
                 UNIQUES_TTL_S,
+                alias_member,
             ),
         )
+
+
+def _place(h: int, buckets: int) -> tuple[int, int]:
+    """(bucket, member) of a pair's hash: 32 bits pick the bucket, the other 32 are the
+    member, a signed 32-bit int (4 bytes in an intset)."""
+    return (h >> 32) % buckets, (h & 0xFFFFFFFF) - 2**31

@@ -63,13 +63,21 @@ def visit_of(
     salt: str,
     *,
     vid: str | None = None,
+    new_vid: str | None = None,
     user_id: int | None = None,
     author_id: int | None = None,
 ) -> Visit:
-    """The :class:`Visit` of one request: who, a crawler or not, the author or not."""
+    """The :class:`Visit` of one request: who, a crawler or not, the author or not.
+    ``new_vid``: the cookie the answer sets (the request had none), the visitor's
+    identity from its next request on."""
     user_agent = user_agent[:USER_AGENT_MAX]
+    visitor = visitor_id(user_id, vid, address, user_agent, salt)
+    alias = None
+    if user_id is None and not valid_vid(vid) and valid_vid(new_vid):
+        alias = visitor_id(None, new_vid, address, user_agent, salt)
     return Visit(
-        visitor_id(user_id, vid, address, user_agent, salt),
+        visitor,
         bot=is_crawler(user_agent),
         own=user_id is not None and user_id == author_id,
+        alias=alias,
     )

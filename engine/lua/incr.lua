@@ -2,13 +2,15 @@
 -- under a view policy's rule (engine/policy.py).
 -- KEYS: pending, accepted-events hash (per code, for metrics), gen, seq, layout; then the
 -- rule's keys (ARGV[5] of them: held hash, and for a view: seen set of this slot, of the
--- slot before, the row's HyperLogLog); then optionally the shard's existence bitmap of the
+-- slot before, the row's HyperLogLog, the alias' seen set of this slot); then optionally
+-- the shard's existence bitmap of the
 -- table, then its set of ids too far out for the bitmap (only for such an id).
 -- ARGV[1] now (ms); ARGV[2] a token of the caller, to start a lineage if the shard has
 -- none; ARGV[3] the caller's shard count; ARGV[4] the row's bit offset, or its id when
 -- the set is given (ignored without the bitmap); ARGV[5] how many rule keys; with a rule,
--- ARGV[6..11] rule ('view', 'bot' or 'self'), held field, pair member, slot expiry (unix
--- s), visitor, HyperLogLog TTL (s); then field, delta pairs.
+-- ARGV[6..12] rule ('view', 'bot' or 'self'), held field, pair member, slot expiry (unix
+-- s), unique viewer, HyperLogLog TTL (s), the alias' pair member or ''; then field,
+-- delta pairs.
 -- Returns 1 counted, 2 held back by the rule (a repeat, a crawler or an own view: only
 -- the held counter, and a crawler's pairs, were written), 0 row does not exist, -1
 -- existence index not loaded, -2 the shard is laid out for another shard count (or being
@@ -34,7 +36,7 @@ if layout ~= ARGV[3] then
 end
 local first, reply = 6, 1
 if ex > 6 then
-  first = 12
+  first = 13
   local rule = ARGV[6]
   if rule == 'view' then
     if redis.call('SISMEMBER', KEYS[7], ARGV[8]) == 1 or redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then
@@ -45,6 +47,10 @@ if ex > 6 then
     redis.call('EXPIREAT', KEYS[7], ARGV[9])
     redis.call('PFADD', KEYS[9], ARGV[10])
     redis.call('EXPIRE', KEYS[9], ARGV[11])
+    if ARGV[12] ~= '' then  -- the visitor's next request comes with its new cookie
+      redis.call('SADD', KEYS[10], ARGV[12])
+      redis.call('EXPIREAT', KEYS[10], ARGV[9])
+    end
   else  -- 'self' adds nothing, 'bot' adds its pairs (the crawlers' counter)
     redis.call('HINCRBY', KEYS[6], ARGV[7], 1)
     reply = 2

@@ -1,6 +1,7 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
-python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [policy] [cluster]
+python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [policy]
+    [cluster]
 
 ``STAGE@N`` dies at the N-th time the stage is reached (default: the first);
 ``MAX_FIELDS`` bounds its batches (``claim_max_fields``); with ``policy`` it flushes the
