@@ -174,6 +174,17 @@ class Counters:
             return True
         return self._add_if_stored(counter, row_id, pairs, rule, outcome)
 
+    def view_many(self, views: Iterable[tuple[str, int, Visit | None]]) -> list[Outcome]:
+        """Count ``(name, id, visit)`` views, each under its counter's view policy, in one
+        pipelined round trip, without existence checks (rows the caller knows exist:
+        an import, a benchmark); ``Outcome.COUNTED`` or ``HELD_BACK`` for each."""
+        calls = []
+        for name, row_id, visit in views:
+            counter = self.registry.get(name)
+            pairs, rule = self._plan(counter, _checked_id(row_id), 1, visit)
+            calls.append((self.buffer._incr, *self.buffer._incr_call(row_id, pairs, None, rule)))
+        return [Outcome(reply) for reply in self.buffer.run(calls)]
+
     def _plan(
         self, counter, row_id: int, n: int, visit: Visit | None
     ) -> tuple[list[tuple[str, int]], Rule | None]:
