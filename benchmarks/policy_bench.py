@@ -14,7 +14,6 @@ Error: N distinct visitors, one view each, of one row; the row's ``PFCOUNT`` aga
 from __future__ import annotations
 
 from engine import Counter, Counters, Registry, ViewPolicy, Visit
-from engine.policy import DEDUPE_BUCKETS
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
 ROWS = 1_000  # rows the memory run's views are spread over
@@ -107,7 +106,10 @@ def hll_error(env, visitors: int, shards: int = 16) -> dict:
 
 
 def run(env, sizes=DEFAULT_SIZES, progress=None) -> dict:
-    out = {"dedupe_buckets": DEDUPE_BUCKETS, "window_s": WINDOW_S, "memory": [], "hll": []}
+    r = env.redis()
+    buckets = _counters(r, 16).dedupe_buckets  # the engine's default
+    r.close()
+    out = {"dedupe_buckets": buckets, "window_s": WINDOW_S, "memory": [], "hll": []}
     for n in sizes:
         row = memory(env, n)
         out["memory"].append(row)
