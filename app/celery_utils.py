@@ -12,13 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
 from flask import Flask
 
 from engine.celery import init_celery
 
 from .counters import counters
-from .extensions import db
 
 RESULT_EXPIRES_S = 3600
 BROKER_POOL_LIMIT = 10
@@ -63,14 +61,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery = Celery(app.import_name, task_cls=FlaskTask, include=["app.tasks"])
     celery.config_from_object(celery_config(app.config))
     init_celery(celery, counters, app.config)
-
-    def own_connections(**_kwargs) -> None:
-        # A prefork child must not use the Postgres connections its parent left in the
-        # pool: two processes on one socket read each other's results.
-        with app.app_context():
-            db.engine.dispose(close=False)
-
-    worker_process_init.connect(own_connections, weak=False)
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

@@ -28,6 +28,10 @@ UNDO = {
         for column in ("verdict", "past_gens", "base_seq", "gen")
     ],
     "0003_scopes": ["DROP TABLE IF EXISTS counter_scopes"],
+    "0004_totals": [
+        f"ALTER TABLE counter_shards DROP COLUMN IF EXISTS {column}"
+        for column in ("deltas_dropped_rollback", "batches_rolled_back")
+    ],
 }
 
 

@@ -11,18 +11,19 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from . import durability, report, writes
+from . import durability, lineage, report, writes
 from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
+from .forks import forget_pool_after_fork
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
 from .layout import Layout
 from .live import LiveReader
 from .policy import DEDUPE, DEDUPE_BUCKETS, MODES, RAW, WINDOW_S, Rule, Visit
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
-from .stats import Stats
+from .stats import DURABLE, Stats
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Counters:
         self.dedupe_buckets = dedupe_buckets
         self.registry = registry
         self.sql = sql
+        if sql is not None:
+            forget_pool_after_fork(sql)
         self.keys = Keys(scope=scope, shards=shards)
         self.layout = Layout(redis, sql, self.keys)
         # without Postgres (a Redis-only benchmark), a shard takes this process' count
@@ -448,11 +451,23 @@ class Counters:
     def report(self) -> dict:
         """Backlog, last flush and reconcile, running totals and increments accepted, as
         every process sees them (engine.report)."""
-        return report.build(self.registry, self.backlog(), self.stats.snapshot(), time.time())
+        return report.build(self.registry, self.backlog(), self.shared_stats(), time.time())
 
     def shared_stats(self) -> dict:
-        """The raw shared totals (engine.stats.Stats.snapshot): what metrics export."""
-        return self.stats.snapshot()
+        """The raw shared totals (engine.stats.Stats.snapshot): what metrics export. What
+        rollbacks dropped comes from the ledger; while Postgres is down it is left out."""
+        return self.stats.snapshot(self._durable_totals())
+
+    def _durable_totals(self) -> dict[str, int] | None:
+        if self.sql is None:
+            return None
+        try:
+            with self.sql.connect() as conn:
+                row = conn.execute(lineage.ROLLBACK_TOTALS, {"scope": self.scope}).one()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("stats: the ledger's rollback totals are unavailable: %s", exc)
+            return None
+        return dict(zip(DURABLE, map(int, row), strict=True))
 
     def ping(self) -> None:
         """Raise BufferUnavailable unless Redis answers."""

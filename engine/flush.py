@@ -128,7 +128,8 @@ class FlushSummary:
         return sum(s.counters for s in self.applied)
 
     def totals(self) -> dict[str, int]:
-        """Increments of the running totals (see engine.stats.TOTALS) for this flush."""
+        """Increments of the running totals kept in Redis (engine.stats.TOTALS) for this
+        flush; what rollbacks dropped is counted in the ledger instead (stats.DURABLE)."""
         applied = self.applied
         return {
             "flushes": 1,
@@ -137,9 +138,7 @@ class FlushSummary:
             "claims_resumed": sum(1 for s in self.shards if s.resumed),
             "counters_applied": self.counters,
             "rows_missing": sum(s.rows_missing for s in applied),
-            "deltas_dropped": sum(s.deltas_dropped for s in self.shards),
-            "batches_rolled_back": sum(1 for s in self.shards if s.rolled_back),
-            "deltas_dropped_rollback": sum(s.dropped_rollback for s in self.shards),
+            "deltas_dropped": sum(s.deltas_dropped - s.dropped_rollback for s in self.shards),
             "flush_errors": len(self.errors),
         }
 
@@ -310,7 +309,7 @@ class Flusher:
             if verdict is None:
                 result.already_applied = True
             elif verdict in lineage.DROPPED:
-                self._roll_back(claim, batch, result, verdict, gen)
+                self._roll_back(conn, claim, batch, result, verdict, gen)
             else:
                 self._apply(conn, batch, result)
             self._stage("applied", shard)
@@ -359,9 +358,20 @@ class Flusher:
         return None, conn.execute(LEDGER_GEN, params).scalar()
 
     def _roll_back(
-        self, claim: Claim, batch: Batch, result: ShardFlush, verdict: str, gen: str | None
+        self,
+        conn: sa.Connection,
+        claim: Claim,
+        batch: Batch,
+        result: ShardFlush,
+        verdict: str,
+        gen: str | None,
     ) -> None:
-        """Drop a batch Postgres already holds (Redis came back older than Postgres)."""
+        """Drop a batch Postgres already holds (Redis came back older than Postgres), and
+        count the drop in the ledger row, in the same transaction."""
+        conn.execute(
+            lineage.COUNT_ROLLBACK,
+            {"scope": self.scope, "shard": claim.shard, "deltas": batch.size},
+        )
         result.rolled_back = verdict
         result.dropped_rollback = batch.size
         result.deltas_dropped += batch.size

@@ -138,4 +138,16 @@ MARK_APPLIED = sa.text(
     RETURNING verdict, gen"""
 )
 
+# What a dropped batch cost, added to the ledger row in the transaction that dropped it
+# (schema step 0004): these totals outlive the Redis they are about (engine/stats.py).
+COUNT_ROLLBACK = sa.text(
+    """UPDATE counter_shards SET batches_rolled_back = batches_rolled_back + 1,
+        deltas_dropped_rollback = deltas_dropped_rollback + :deltas
+    WHERE scope = :scope AND shard = :shard"""
+)
+ROLLBACK_TOTALS = sa.text(
+    """SELECT COALESCE(SUM(batches_rolled_back), 0), COALESCE(SUM(deltas_dropped_rollback), 0)
+    FROM counter_shards WHERE scope = :scope"""
+)
+
 LEDGER_GEN = sa.text("SELECT gen FROM counter_shards WHERE scope = :scope AND shard = :shard")

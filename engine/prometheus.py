@@ -55,13 +55,15 @@ TOTALS = (
     (
         "deltas_dropped",
         "counter_flush_deltas_dropped",
-        "Deltas dropped because their row was deleted (or their counter is unknown).",
+        "Deltas dropped because their row was deleted (or their counter is unknown); "
+        "what rollbacks dropped is counted apart.",
     ),
     (
         "batches_rolled_back",
         "counter_flush_batches_rolled_back",
         "Batches Redis handed out again after coming back older than Postgres (a dump, "
-        "a short AOF, a lagging replica): dropped, never applied twice.",
+        "a short AOF, a lagging replica): dropped, never applied twice. Counted in the "
+        "ledger (Postgres), so another rollback does not take the count back.",
     ),
     (
         "deltas_dropped_rollback",
@@ -118,7 +120,8 @@ class CountersCollector:
         yield self._accepted(snap["accepted"])
         yield self._held(snap["held"])
         for key, name, doc in TOTALS:
-            yield CounterMetricFamily(name, doc, value=snap["totals"][key])
+            if key in snap["totals"]:  # the ledger's totals are missing while it is down
+                yield CounterMetricFamily(name, doc, value=snap["totals"][key])
         buckets = [(_bucket_bound(b), n) for b, n in snap["flush_buckets"]]
         yield HistogramMetricFamily(
             "counter_flush_duration_seconds",

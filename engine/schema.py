@@ -6,10 +6,14 @@ new step. Sites apply them with their own migrations: copy the SQL into a migrat
 (``flask counters schema-sql`` prints it), or call ``engine.alembic.upgrade(op, step)``
 from one; or, without migrations, :func:`create` runs every step (idempotent).
 
+Step 0003: ``counter_scopes`` records each scope's shard count (engine/layout.py).
+
+Step 0004: ``counter_shards`` counts what rollbacks dropped (engine/stats.py DURABLE):
+the flush transaction that drops a batch adds to them, so they outlive the Redis they
+are about.
+
 Step 0005: ``counter_uniques`` keeps each row's unique-viewer HyperLogLog
 (engine/uniques.py).
-
-Step 0003: ``counter_scopes`` records each scope's shard count (engine/layout.py).
 
 Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
 applied; batch seqs come from ``counter_batch_seq``, so they never repeat, even after
@@ -33,6 +37,7 @@ STEPS = {
     "0001_ledger": "40638bffcf5fd0e151ed5e30f57abae292c569877151128ccdf0721c4c331b50",
     "0002_lineage": "02b30004f818945774876804bb1f3d69981300244bbf1ee2de869b18a1f402ca",
     "0003_scopes": "e76b556869e4d71d4110e6640b0f61651bcce85e03fe041302c3ac76e1c299d4",
+    "0004_totals": "0877ba97269dbf21a65576955a34b921bad4d1bc7cf63f1d7547ac936089c0f1",
     "0005_uniques": "750dd43da1857eca00caaa4f90ecdde152dbfdfba93b17b53eb952a1d6e86b56",
 }
 

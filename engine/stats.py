@@ -1,5 +1,10 @@
 """Flush and reconcile totals kept in Redis, so every process (web, workers) reads the
-same numbers: a Prometheus exporter in any process can report them."""
+same numbers: a Prometheus exporter in any process can report them.
+
+What a Redis rollback dropped (``DURABLE``) cannot be counted in the Redis that rolled
+back: a second restart from an older dump would take the count back. The flush adds it
+to the shard's ledger row in Postgres, in the transaction that drops the batch, and
+:meth:`Stats.snapshot` reports the ledger's sums (engine/lineage.py ROLLBACK_TOTALS)."""
 
 from __future__ import annotations
 
@@ -19,9 +24,7 @@ TOTALS = (
     "claims_resumed",
     "counters_applied",
     "rows_missing",
-    "deltas_dropped",
-    "batches_rolled_back",
-    "deltas_dropped_rollback",
+    "deltas_dropped",  # deleted rows, unknown counters (rollbacks: DURABLE)
     "flush_errors",
     "reconciles",
     "reconcile_checked",
@@ -29,6 +32,7 @@ TOTALS = (
     "reconcile_drift_abs",
     "views_unknown",
 )
+DURABLE = ("batches_rolled_back", "deltas_dropped_rollback")  # kept in the ledger
 
 
 class Stats:
@@ -72,10 +76,11 @@ class Stats:
             pipe.hset(self.key, "last_reconcile", json.dumps(last))
             pipe.execute()
 
-    def snapshot(self) -> dict:
+    def snapshot(self, durable: dict[str, int] | None = None) -> dict:
         """Totals, flush histogram (cumulative per bucket), last flush/reconcile, and
         increments accepted per counter code and views held back per ``"<code>:<reason>"``
-        (summed over shards)."""
+        (summed over shards). ``durable``: the ledger's ``DURABLE`` totals; without them
+        (no Postgres, or it is down) those totals are left out rather than reported as 0."""
         with redis_errors("read stats"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hgetall(self.key)
@@ -102,7 +107,7 @@ class Stats:
             running += int(raw.get(f"flush_le_{b}", 0))
             buckets.append((b, running))
         return {
-            "totals": {name: int(raw.get(name, 0)) for name in TOTALS},
+            "totals": {name: int(raw.get(name, 0)) for name in TOTALS} | (durable or {}),
             "flush_seconds_sum": float(raw.get("flush_seconds_sum", 0.0)),
             "flush_buckets": buckets,
             "last_flush": json.loads(raw["last_flush"]) if "last_flush" in raw else None,

@@ -96,8 +96,8 @@ def verify_rollback(
     say(f"posts created during the load: {sum(1 for tt, _ in ledger.created if tt == 'post')}")
     say(
         f"engine drops (worker log): {len(dropped)} batches, "
-        f"{sum(rec.dropped for rec in dropped)} deltas; stats totals (kept in the counter "
-        f"Redis, rolled back with it): batches_rolled_back="
+        f"{sum(rec.dropped for rec in dropped)} deltas; stats totals (kept in the "
+        f"ledger): batches_rolled_back="
         f"{stats.get('batches_rolled_back')}, deltas_dropped_rollback="
         f"{stats.get('deltas_dropped_rollback')}"
     )

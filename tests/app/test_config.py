@@ -10,6 +10,7 @@ from app.counters import counters
 from app.ids import MAX_ID, at_most
 from engine import DEFAULT_SHARDS
 from engine.settings import FLUSH_THREADS
+from tests.app.conftest import PREFIX
 
 
 def test_defaults():
@@ -86,7 +87,8 @@ def test_id_regex_accepts_exactly_1_to_max_bigint():
 
 
 def test_the_app_builds_its_counters_from_the_settings(make_app):
-    app = make_app(COUNTERS_SHARDS=8, COUNTERS_FLUSH_THREADS=3)
+    # a scope of its own: the run's scope is recorded with the fixtures' 4 shards
+    app = make_app(COUNTERS_SHARDS=8, COUNTERS_FLUSH_THREADS=3, COUNTERS_SCOPE=f"{PREFIX}s8")
     engine = counters.get(app)
     assert engine.shards == 8 and engine.flush_threads == 3
     assert app.extensions["counters"].coalescer is None  # off by default

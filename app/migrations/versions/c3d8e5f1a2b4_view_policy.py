@@ -2,7 +2,7 @@
 0005 (each row's unique-viewer HyperLogLog)
 
 Revision ID: c3d8e5f1a2b4
-Revises: 9a4f3b2c5d17
+Revises: c4e8a1f2d9b0
 Create Date: 2026-12-07 16:00:00.000000
 
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "c3d8e5f1a2b4"
-down_revision = "9a4f3b2c5d17"
+down_revision = "c4e8a1f2d9b0"
 branch_labels = None
 depends_on = None
 
