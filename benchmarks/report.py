@@ -134,6 +134,7 @@ def targets(results: dict) -> dict:
         "stretch, opt-in mode (COUNTERS_COALESCE_MS): median over rounds of coalesced / "
         f"noop req/s (medians: {rps('coalesced', 'hot')} / {rps('noop', 'hot')})",
     )
+    policy_cpu = _ratio(server_cpu(v, "write_behind", "hot"), server_cpu(v, "policy", "hot"))
     out["policy_vs_raw_hot"] = _target(
         results,
         ">=",
@@ -141,7 +142,9 @@ def targets(results: dict) -> dict:
         ratio("policy/raw hot", rps("policy", "hot"), rps("write_behind", "hot")),
         "median over rounds of policy / write_behind (raw) req/s on one hot post (medians: "
         f"{rps('policy', 'hot')} / {rps('write_behind', 'hot')}; every policy request a new "
-        f"visitor; × noop {_fmt(ratio('policy/noop hot', None, None), '.2f')})",
+        f"visitor; × noop {_fmt(ratio('policy/noop hot', None, None), '.2f')}; server CPU "
+        "per request gives "
+        f"{_fmt(policy_cpu, '.2f')})",
     )
     pol_mem = _get(results, "policy", "memory") or []
     biggest = max(pol_mem, key=lambda r: r["pairs"], default=None)
