@@ -8,6 +8,8 @@ psycopg2 driver); intervals are seconds.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 
 from engine import settings as engine_settings
@@ -35,7 +37,25 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "broker, result backend, RedBeat and (by default) the counter buffer",
     ),
-    Setting("ADMIN_TOKEN", None, str, "bearer token of /api/admin/*; unset: admin disabled"),
+    Setting(
+        "ADMIN_TOKEN",
+        None,
+        str,
+        "bearer token of /api/admin/*, and of /admin/dashboard's form; unset: both disabled",
+    ),
+    Setting(
+        "SECRET_KEY",
+        None,
+        str,
+        "signs the dashboard's session cookie; unset: derived from ADMIN_TOKEN (the same "
+        "in every process)",
+    ),
+    Setting(
+        "SESSION_COOKIE_SECURE",
+        False,
+        parse_bool,
+        "1: the dashboard's session cookie travels over HTTPS only (set it behind TLS)",
+    ),
     Setting("CELERY_TASK_DEFAULT_QUEUE", None, str, "the queue the tasks use (celery)"),
     Setting(
         "CELERY_BEAT_MAX_LOOP_INTERVAL",
@@ -85,6 +105,12 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def derived_secret(admin_token: str) -> str:
+    """A session-signing key every process derives alike from the admin token (a new
+    token then also signs every dashboard session out)."""
+    return hmac.new(admin_token.encode(), b"session-secret", hashlib.sha256).hexdigest()
+
+
 def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict:
     config = {
         **engine_settings.defaults(SETTINGS),
@@ -95,6 +121,8 @@ def load(environ: Mapping[str, str], test_config: Mapping | None = None) -> dict
     }
     config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config["DATABASE_URL"])
     config["COUNTERS_REDIS_URL"] = config["COUNTERS_REDIS_URL"] or config["REDIS_URL"]
+    if not config["SECRET_KEY"] and config["ADMIN_TOKEN"]:
+        config["SECRET_KEY"] = derived_secret(config["ADMIN_TOKEN"])
     engine_settings.validate(config)
     if config["PROXY_HOPS"] < 0:
         raise ValueError("PROXY_HOPS must be 0 (no proxy) or the number of trusted proxies")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from . import durability, lineage, report, writes
+from . import activity, durability, lineage, report, writes
 from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError, redis_errors
 from .exists import Existence
@@ -104,6 +104,7 @@ class Counters:
         self.live = LiveReader(self.buffer, sql, registry, scope)
         self.reconciler = Reconciler(self.buffer, sql, registry, scope)
         self.stats = Stats(redis, self.keys)
+        self.activity_series = activity.Activity(redis, self.keys)
 
     @property
     def scope(self) -> str:
@@ -452,6 +453,42 @@ class Counters:
         """Backlog, last flush and reconcile, running totals and increments accepted, as
         every process sees them (engine.report)."""
         return report.build(self.registry, self.backlog(), self.shared_stats(), time.time())
+
+    def recent_runs(self, limit: int = 20) -> dict[str, list[dict]]:
+        """``{"flush": [...], "reconcile": [...]}``: the last busy flushes and reconciles,
+        newest first, as the shared stats recorded them (the last 20 of each are kept)."""
+        return self.stats.runs(limit)
+
+    def _sample(self) -> activity.Sample:
+        now_s = time.time()
+        shared = self.stats.snapshot()
+        built = report.build(self.registry, self.backlog(), shared, now_s)
+        lag_s = built["oldest_pending_age_s"]
+        return activity.Sample(int(now_s * 1000), shared["accepted"], built["pending"], lag_s)
+
+    def record_activity(self) -> bool:
+        """Take this minute's sample for :meth:`activity`, unless a process already has
+        (one round trip then); for a periodic task: the engine's flush task calls it.
+        True when this call took it."""
+        if self.activity_series.has_minute(int(time.time() * 1000)):
+            return False
+        sample = self._sample()
+        return any(s == sample for s in self.activity_series.record(sample))
+
+    def activity(self, minutes: int = 60) -> dict:
+        """The last ``minutes``, minute by minute, as every process sees it: ``t`` (epoch
+        s), ``pending`` counters, ``lag_s`` (age of the oldest pending delta, None when
+        nothing is pending) and ``accepted`` ``{"table.column": [increments per minute]}``;
+        the last point is now, its increments those of the minute so far (see
+        engine.activity). Samples the current minute if no process has yet."""
+        now = self._sample()
+        kept = self.activity_series.record(now)
+        columns = activity.series(kept, now, minutes)
+        columns["accepted"] = {
+            report.counter_name(self.registry, code): values
+            for code, values in columns["accepted"].items()
+        }
+        return columns
 
     def shared_stats(self) -> dict:
         """The raw shared totals (engine.stats.Stats.snapshot): what metrics export. What

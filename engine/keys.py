@@ -21,6 +21,9 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:uv:<code>:<id> hll unique viewers of one row (engine/uniques.py)
     {ctr:7}:uvtmp        str   scratch key of the uniques merge script (deleted by it)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
+    {ctr}:runs:flush     list  the last busy flushes' summaries, newest first (capped)
+    {ctr}:runs:reconcile list  the last reconciles' summaries, newest first (capped)
+    {ctr}:activity       hash  minute -> one sample of the engine (engine/activity.py)
     {ctr}:rebuilding:posts str lock of the posts existence-index rebuild (TTL)
 """
 
@@ -116,6 +119,13 @@ class Keys:
 
     def stats(self) -> str:
         return f"{{{self.scope}}}:stats"
+
+    def runs(self, kind: str) -> str:
+        """The last runs of ``kind`` ("flush" or "reconcile"), newest first."""
+        return f"{{{self.scope}}}:runs:{kind}"
+
+    def activity(self) -> str:
+        return f"{{{self.scope}}}:activity"
 
     def rebuilding(self, table: str) -> str:
         """Lock (token, TTL) of one table's existence-index rebuild."""

@@ -33,6 +33,7 @@ TOTALS = (
     "views_unknown",
 )
 DURABLE = ("batches_rolled_back", "deltas_dropped_rollback")  # kept in the ledger
+RUNS_KEPT = 20  # summaries of the last busy flushes, and of the last reconciles, kept
 
 
 class Stats:
@@ -40,6 +41,11 @@ class Stats:
         self.redis = redis
         self.key = keys.stats()
         self.keys = keys
+        self.runs_key = {kind: keys.runs(kind) for kind in ("flush", "reconcile")}
+
+    def _keep_run(self, pipe, kind: str, record: str) -> None:
+        pipe.lpush(self.runs_key[kind], record)
+        pipe.ltrim(self.runs_key[kind], 0, RUNS_KEPT - 1)
 
     def record_flush(self, summary) -> None:
         """Add one flush's totals to the running ones and keep its record as the last."""
@@ -54,8 +60,9 @@ class Stats:
                 bucket = next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
                 pipe.hincrby(self.key, f"flush_le_{bucket}", 1)
                 pipe.hincrbyfloat(self.key, "flush_seconds_sum", shard.duration_s)
-            if summary.shards or summary.errors:
+            if summary.shards or summary.errors:  # an idle flush keeps the last busy one
                 pipe.hset(self.key, "last_flush", json.dumps(last))
+                self._keep_run(pipe, "flush", json.dumps(last))
             pipe.execute()
 
     def record_unknown(self, n: int) -> None:
@@ -74,6 +81,7 @@ class Stats:
             pipe.hincrby(self.key, "reconcile_fixed", len(result.fixes))
             pipe.hincrby(self.key, "reconcile_drift_abs", drift)
             pipe.hset(self.key, "last_reconcile", json.dumps(last))
+            self._keep_run(pipe, "reconcile", json.dumps(last))
             pipe.execute()
 
     def snapshot(self, durable: dict[str, int] | None = None) -> dict:
@@ -116,4 +124,17 @@ class Stats:
             ),
             "accepted": accepted,
             "held": held,
+        }
+
+    def runs(self, limit: int = RUNS_KEPT) -> dict[str, list[dict]]:
+        """``{"flush": [...], "reconcile": [...]}``: the last ``limit`` busy flushes and
+        reconciles, newest first, each as recorded (``at_ms`` and its summary)."""
+        with redis_errors("read runs"):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self.runs_key.values():
+                pipe.lrange(key, 0, limit - 1)
+            raw = pipe.execute()
+        return {
+            kind: [json.loads(r) for r in records]
+            for kind, records in zip(self.runs_key, raw, strict=True)
         }

@@ -7,7 +7,8 @@ Reads the environment, after loading ``.env`` from the current folder if there i
   redis-server) in ``COUNTERS_DATA_DIR`` (default ``.data``).
 * ``PORT``: web port on 127.0.0.1 (default 8000). ``WEB_CONCURRENCY``: gunicorn
   worker processes (default 2, with 4 threads each).
-* ``ADMIN_TOKEN``: the admin endpoints' token; generated and printed when unset.
+* ``ADMIN_TOKEN``: the admin endpoints' and the dashboard's token; generated and printed
+  when unset.
 * everything else (``COUNTERS_FLUSH_INTERVAL``, …) reaches the app unchanged.
 
 Then it applies the migrations (``flask --app app db upgrade``), starts the three
@@ -99,6 +100,7 @@ def banner(base: str, env: dict[str, str], embedded: dict[str, str]) -> None:
     log('              -d \'{"username": "alice"}\'')
     log(f"  admin: curl -s -X POST {base}/api/admin/counters/flush \\")
     log(f"              -H 'Authorization: Bearer {env['ADMIN_TOKEN']}'")
+    log(f"  dashboard: {base}/admin/dashboard  (enter the admin token above once)")
     if embedded:
         log("  embedded servers (export these to run flask commands in another terminal):")
         for key, value in embedded.items():

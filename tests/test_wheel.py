@@ -122,6 +122,12 @@ def test_the_wheel_carries_the_engine_and_nothing_else(venv):
     assert tops == {"engine", f"{venv.wheel.name.split('-py3')[0]}.dist-info"}
     assert {"engine/lua/incr.lua", "engine/sql/0001_ledger.sql"} <= set(names)
     assert {"engine/flask/__init__.py", "engine/celery/__init__.py"} <= set(names)
+    dashboard = {
+        "templates/counters/dashboard.html",
+        "static/uPlot.iife.min.js",
+        "static/uPlot.LICENSE",
+    }
+    assert {f"engine/flask/{name}" for name in dashboard} <= set(names)
 
 
 def test_the_venv_imports_the_installed_engine_and_no_app(venv, tmp_path):

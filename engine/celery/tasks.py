@@ -34,6 +34,15 @@ def groups_of(shards: Sequence[int], size: int) -> list[list[int]]:
     return [list(shards[i : i + size]) for i in range(0, len(shards), size)]
 
 
+def _sample(engine) -> None:
+    """This minute's activity sample (a dashboard's charts), if no process took it; a
+    Redis outage is the flush's to report, not the sample's."""
+    try:
+        engine.record_activity()
+    except BufferUnavailable as exc:
+        log.warning("no activity sample: %s", exc)
+
+
 def register_tasks(celery: Celery, counters, config: Mapping) -> dict:
     """Define the tasks on ``celery`` (see the package docstring); returns them by name."""
     get = counters.get if hasattr(counters, "get") else lambda: counters
@@ -51,6 +60,7 @@ def register_tasks(celery: Celery, counters, config: Mapping) -> dict:
         "shards"}, …]}``.
         """
         engine = get()
+        _sample(engine)
         if engine.missing_indexes():  # rebuilt by its own task, off the flush's way
             rebuild_index.apply_async(expires=expires_s)
         groups = groups_of(engine.dirty_shards(), group_size)

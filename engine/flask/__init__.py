@@ -229,6 +229,14 @@ class FlaskCounters:
 
         return admin_blueprint(auth, **options)
 
+    def dashboard_blueprint(self, token: Callable[[], str | None], **options):
+        """The operators' dashboard page (engine.flask.dashboard): charts of the last hour
+        and the last flushes and reconciles, behind ``token()`` (the admin token, entered
+        once in a form; then a signed session cookie). Register it with a prefix."""
+        from .dashboard import dashboard_blueprint
+
+        return dashboard_blueprint(token, **options)
+
     def metrics_view(self):
         """A view function serving the Prometheus text of the current app's engine."""
         from ..prometheus import CONTENT_TYPE, exposition

@@ -1,7 +1,8 @@
 """Recipes: a small Flask + Celery site whose view and heart counters run on counter-engine.
 
 Configured from ``FLASK_*`` environment variables (Flask's ``from_prefixed_env``):
-``FLASK_SQLALCHEMY_DATABASE_URI``, ``FLASK_REDIS_URL``, ``FLASK_ADMIN_TOKEN``, the
+``FLASK_SQLALCHEMY_DATABASE_URI``, ``FLASK_REDIS_URL``, ``FLASK_ADMIN_TOKEN`` (and
+``FLASK_SECRET_KEY`` for the dashboard's session cookie), the
 engine's ``FLASK_COUNTERS_*`` settings and ``FLASK_CELERY__<celery setting>``.
 """
 
@@ -63,6 +64,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(TargetMissing, lambda exc: json_error(NotFound("no such recipe")))
     app.register_blueprint(counters.admin_blueprint(auth=admin_only), url_prefix="/admin/counters")
     app.add_url_rule("/metrics", view_func=counters.metrics_view)
+    dashboard = counters.dashboard_blueprint(token=admin_token, views=["recipes.view_count"])
+    app.register_blueprint(dashboard, url_prefix="/admin/dashboard")  # needs a SECRET_KEY
     app.cli.command("init-db")(init_db)
     celery_init_app(app)
     return app
@@ -87,6 +90,10 @@ def celery_init_app(app: Flask) -> Celery:
     celery.set_default()
     app.extensions["celery"] = celery
     return celery
+
+
+def admin_token() -> str | None:
+    return current_app.config.get("ADMIN_TOKEN")
 
 
 def admin_only(view):

@@ -95,7 +95,7 @@ def test_celery_cli_finds_the_app_lazily(app_db, monkeypatch):
 
 
 @pytest.mark.timeout(60)
-def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql):
+def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql, counters):
     post = create(client, user)
     for _ in range(4):
         client.post(f"/api/posts/{post}/view")
@@ -112,3 +112,6 @@ def test_worker_flushes_views_and_likes_exactly(app, client, user, other, sql):
     with sql.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM counter_shards")).scalar_one() == 1
     assert client.get(f"/api/posts/{post}/counts", headers=bearer(user)).json["view_count"] == 4
+    # the task sampled the engine for the dashboard: its point, then now's
+    activity = counters.activity()
+    assert len(activity["t"]) == 2 and activity["accepted"]["posts.view_count"][0] is None

@@ -334,3 +334,17 @@ def test_an_increment_whose_reply_is_lost_is_applied_once_on_a_cluster(
         want = {i: 11 for i in ids}
     assert {i: c["hits"] for i, c in counters.read("items", ids).items()} == want
     assert outcome == "unavailable"
+
+
+def test_the_dashboards_activity_and_last_runs_on_the_cluster(make_counters, sql, r):
+    counters = make_counters(shards=SHARDS)
+    items = seed(sql, "items", SHARDS)  # one row on every shard, so every master
+    counters.record_activity()
+    counters.incr_many([("items.hits", i, 2) for i in items])
+    assert counters.report()["pending"] == SHARDS
+    counters.flush_all()
+    columns = counters.activity()
+    # increments since the sample above (this call's own sample, if a minute began since)
+    assert columns["accepted"]["items.hits"][-1] == SHARDS
+    assert columns["pending"][-1] == 0 and columns["lag_s"][-1] is None
+    assert [run["flushed"] for run in counters.recent_runs()["flush"]] == [SHARDS]

@@ -34,6 +34,7 @@ def site_env(database_url: str, scope: str, queue: str) -> dict:
         "FLASK_COUNTERS_SHARDS": str(SHARDS),
         "FLASK_COUNTERS_FLUSH_INTERVAL": "0.5",
         "FLASK_ADMIN_TOKEN": "admin-token",
+        "FLASK_SECRET_KEY": "recipes-session-key",
         "FLASK_CELERY__beat_scheduler": "redbeat.RedBeatScheduler",
         "FLASK_CELERY__redbeat_key_prefix": f"rb:{scope}:",
         "FLASK_CELERY__task_default_queue": queue,

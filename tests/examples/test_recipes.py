@@ -135,6 +135,25 @@ def test_admin_blueprint_metrics_and_cli(site):
     )
 
 
+def test_the_dashboard_signs_in_with_the_admin_token_and_charts_the_views(site):
+    (recipe,) = site.create_recipes(1)
+    client = site.app.test_client()
+    assert client.get("/admin/dashboard/data").status_code == 401
+    assert client.post("/admin/dashboard", data={"token": "nope"}).status_code == 401
+    signed_in = client.post("/admin/dashboard", data={"token": "admin-token"})
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/admin/dashboard"
+    assert "uPlot.iife.min.js" in client.get("/admin/dashboard").get_data(as_text=True)
+    with client.get("/admin/dashboard/static/uPlot.iife.min.js") as vendored:
+        assert vendored.status_code == 200
+    client.get("/admin/dashboard/data")  # this minute's sample
+    for _ in range(3):
+        client.post(f"/recipes/{recipe}/view")
+    assert client.post(f"/recipes/{recipe}/hearts", headers={"X-User": "ann"}).status_code == 201
+    data = client.get("/admin/dashboard/data").json
+    assert data["series"]["views"][-1] == 3  # since the first read's sample
+    assert data["pending"] == 2
+
+
 def stalled_flush(site) -> int | None:
     """The backend of a flush whose UPDATE of recipes waits for a row lock."""
     query = sa.text(
