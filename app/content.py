@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import sqlalchemy as sa
 
-from engine import CounterError
+from engine import CounterError, Visit
 
 from .counters import counters
 from .extensions import db
@@ -53,10 +53,13 @@ PAGE_COLUMNS = ("title", "content", "author_id", "created_at")
 PageRow = namedtuple("PageRow", ("id", *PAGE_COLUMNS))
 
 
-def view_and_read(kind: Kind, row_id: int) -> tuple[PageRow, dict[str, int]] | None:
-    """Count one view and return ``(row, live counts including it)``, or None if absent:
-    one Redis round trip and one SQL statement (``Counters.view_and_read``)."""
-    found = counters.view_and_read(kind.views, row_id, PAGE_COLUMNS)
+def view_and_read(
+    kind: Kind, row_id: int, visit: Visit | None = None
+) -> tuple[PageRow, dict[str, int]] | None:
+    """Count one view (under the view policy, given ``visit``) and return ``(row, live
+    counts including it)``, or None if absent: one Redis round trip and one SQL statement
+    (``Counters.view_and_read``)."""
+    found = counters.view_and_read(kind.views, row_id, PAGE_COLUMNS, visit)
     if found is None:
         return None
     counts, row = found

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from .models import Article, Comment, Post, PostComment
 
-COUNT_COLUMNS = ("view_count", "likes_count", "collects_count", "shares_count", "comments_count")
+COUNT_COLUMNS = (
+    "view_count",
+    "likes_count",
+    "collects_count",
+    "shares_count",
+    "comments_count",
+    "bot_view_count",
+    "unique_viewers",
+)
 
 
 @dataclass(frozen=True)

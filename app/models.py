@@ -40,6 +40,8 @@ class Content:
     collects_count: Mapped[int] = _counter()
     shares_count: Mapped[int] = _counter()
     comments_count: Mapped[int] = _counter()
+    bot_view_count: Mapped[int] = _counter()
+    unique_viewers: Mapped[int] = _counter()
 
     @declared_attr
     def author_id(cls) -> Mapped[int]:

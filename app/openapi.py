@@ -75,6 +75,16 @@ def path_enum(name: str, values: list[str]) -> dict:
     }
 
 
+VIEW_POLICY = (
+    "The view policy (COUNTERS_VIEW_POLICY=dedupe) decides whether the view counts: a "
+    "visitor (the bearer token's user, else the `vid` cookie, which the answer sets when "
+    "absent, else the client address and User-Agent) counts once per "
+    "COUNTERS_VIEW_WINDOW_S, a crawler's User-Agent counts into `bot_view_count`, the "
+    "author's own views not at all; the answer is the same either way. An invalid bearer "
+    "token is a 401. With COUNTERS_VIEW_POLICY=raw every view counts."
+)
+
+
 def op(summary: str, responses: dict, **extra) -> dict:
     return {"summary": summary, "responses": responses, **extra}
 
@@ -122,7 +132,8 @@ def content_paths(kind: Kind) -> dict:
             "parameters": one,
             "get": op(
                 f"Read a {kind.target_type}; counts one view, included in its counts",
-                {"200": ok("found", ref(item)), **errors(404)},
+                {"200": ok("found", ref(item)), **errors(401, 404)},
+                description=VIEW_POLICY,
             ),
             "delete": op(
                 f"Delete a {kind.target_type} (its author only)",
@@ -161,7 +172,11 @@ def content_paths(kind: Kind) -> dict:
         },
         f"{base}/{{id}}/view": {
             "parameters": one,
-            "post": op("Count one view", {"204": ok("counted"), **errors(404, 413)}),
+            "post": op(
+                "Count one view",
+                {"204": ok("counted"), **errors(401, 404, 413)},
+                description=VIEW_POLICY,
+            ),
         },
         f"{base}/{{id}}/counts": {
             "parameters": one,

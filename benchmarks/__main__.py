@@ -21,14 +21,15 @@ from pathlib import Path
 
 from harness import ROOT
 
-from . import flush_bench, http_bench, loadgen, memory_bench, report, trending_bench
+from . import flush_bench, http_bench, loadgen, memory_bench, policy_bench, report, trending_bench
 from .env import BenchEnv
 from .progress import Progress
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("http", "flush", "memory", "trending")
+PARTS = ("http", "flush", "memory", "policy", "trending")
 QUICK_FLUSH = {"sizes": (100, 1_000), "reps": 1, "big": (10_000, 100)}
 QUICK_MEMORY = {"pending": 2_000, "shard_counts": (16, 256)}
+QUICK_POLICY = {"sizes": (1_000, 5_000)}
 QUICK_TRENDING = {"posts": 2_000, "per_post": 4, "requests": 30, "pending": 200}
 
 
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
             + fast
             + len(http_bench.DISTRIBUTIONS)
         )
-    steps += ("flush" in parts) + ("memory" in parts) + ("trending" in parts)
+    steps += ("flush" in parts) + ("memory" in parts) + ("policy" in parts)
+    steps += "trending" in parts
     progress = Progress(steps)
     started = time.monotonic()
     results: dict = {
@@ -149,6 +151,10 @@ def main(argv=None) -> int:
             with progress.step("memory: Redis bytes per pending counter by shard count"):
                 sizes = QUICK_MEMORY if quick else {}
                 part("memory", lambda: memory_bench.run(env, code="pv", progress=progress, **sizes))
+        if "policy" in parts:
+            with progress.step("policy: dedupe memory per pair, unique-viewer error"):
+                sizes = QUICK_POLICY if quick else {}
+                part("policy", lambda: policy_bench.run(env, progress=progress, **sizes))
         if "trending" in parts:
             with progress.step("trending: 100k posts x 14 days of hourly buckets"):
                 sizes = QUICK_TRENDING if quick else {}

@@ -9,7 +9,10 @@ Variants (``benchmarks/bench_app.py`` adds the bench-only routes):
 * ``sql_per_view``    ``POST /bench/posts/<id>/sql``: one synchronous UPDATE per view;
 * ``celery_per_view`` ``POST /bench/posts/<id>/celery``: one Celery task per view;
 * ``coalesced``       ``POST /bench/posts/<id>/coalesced``: the opt-in coalescing mode
-  (``engine/coalesce.py``), views tallied in the process and pushed every 50 ms.
+  (``engine/coalesce.py``), views tallied in the process and pushed every 50 ms;
+* ``policy``          ``POST /bench/posts/<id>/policy``: the beacon under the view
+  policy, every request a new visitor (``write_behind`` counts ``raw``, the site's
+  setting for benchmarks).
 
 A Celery worker runs on the same machine for the whole phase, and a ticker in this
 process sends ``counters.flush`` every ``COUNTERS_FLUSH_INTERVAL`` seconds, as RedBeat
@@ -49,13 +52,15 @@ VARIANTS = {
     "sql_per_view": ("POST", "/bench/posts/{}/sql"),
     "celery_per_view": ("POST", "/bench/posts/{}/celery"),
     "coalesced": ("POST", "/bench/posts/{}/coalesced"),  # opt-in mode, see bench_app.py
+    "policy": ("POST", "/bench/posts/{}/policy"),  # the view policy on, see bench_app.py
 }
 # A run in which one gunicorn worker used less than this share of the workers' CPU is
 # repeated (see HttpRun.measure), at most this many times.
 UNBALANCED_SHARE = 0.2
 UNBALANCED_RETRIES = 2
 
-FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced")  # repeated every round
+# repeated every round
+FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced", "policy")
 DISTRIBUTIONS = ("hot", "spread")
 FLUSH_INTERVAL_S = 2.0
 
@@ -99,6 +104,7 @@ class HttpRun:
             "COUNTERS_REDIS_CLUSTER": "0",
             "COUNTERS_FLUSH_INTERVAL": str(FLUSH_INTERVAL_S),
             "RATELIMIT_ENABLED": "0",  # the limits are not what is measured
+            "COUNTERS_VIEW_POLICY": "raw",  # every view counts; "policy" measures the policy
             "ADMIN_TOKEN": secrets.token_urlsafe(16),
             "PYTHONUNBUFFERED": "1",
         }
@@ -433,6 +439,9 @@ PAIRED = (
     ("write_behind hot/spread", "write_behind/hot", "write_behind/spread", "rps"),
     ("coalesced/noop hot", "coalesced/hot", "noop/hot", "rps"),
     ("coalesced/noop spread", "coalesced/spread", "noop/spread", "rps"),
+    ("policy/raw hot", "policy/hot", "write_behind/hot", "rps"),
+    ("policy/raw spread", "policy/spread", "write_behind/spread", "rps"),
+    ("policy/noop hot", "policy/hot", "noop/hot", "rps"),
     (
         "persisted write_behind/sql_per_view hot",
         "write_behind/hot",

@@ -53,6 +53,9 @@ TARGET_NAMES = (
     "flush_1m_increments_vs_1k",
     "redis_bytes_per_pending_counter",
     "stretch_coalesced_vs_noop_hot",
+    "policy_vs_raw_hot",
+    "policy_bytes_per_remembered_pair",
+    "unique_viewers_error",
 )
 
 
@@ -132,6 +135,41 @@ def targets(results: dict) -> dict:
         "stretch, opt-in mode (COUNTERS_COALESCE_MS): median over rounds of coalesced / "
         f"noop req/s (medians: {rps('coalesced', 'hot')} / {rps('noop', 'hot')})",
     )
+    policy_cpu = _ratio(server_cpu(v, "write_behind", "hot"), server_cpu(v, "policy", "hot"))
+    out["policy_vs_raw_hot"] = _target(
+        results,
+        ">=",
+        0.9,
+        ratio("policy/raw hot", rps("policy", "hot"), rps("write_behind", "hot")),
+        "median over rounds of policy / write_behind (raw) req/s on one hot post (medians: "
+        f"{rps('policy', 'hot')} / {rps('write_behind', 'hot')}; every policy request a new "
+        f"visitor; × noop {_fmt(ratio('policy/noop hot', None, None), '.2f')}; server CPU "
+        "per request gives "
+        f"{_fmt(policy_cpu, '.2f')})",
+    )
+    pol_mem = _get(results, "policy", "memory") or []
+    biggest = max(pol_mem, key=lambda r: r["pairs"], default=None)
+    out["policy_bytes_per_remembered_pair"] = _target(
+        results,
+        "<=",
+        40,
+        biggest["bytes_per_pair"] if biggest else None,
+        f"{biggest['pairs']:,} remembered (visitor, row) pairs: MEMORY USAGE of the dedupe "
+        f"sets ({'/'.join(biggest['encoding'])}; used_memory growth "
+        f"{biggest['used_memory_growth_per_pair']} B/pair with the HyperLogLogs)"
+        if biggest
+        else "no policy run",
+    )
+    hll = _get(results, "policy", "hll") or []
+    worst = max(hll, key=lambda r: abs(r["error"]), default=None)
+    out["unique_viewers_error"] = _target(
+        results,
+        "<=",
+        0.03,
+        abs(worst["error"]) if worst else None,
+        "largest |PFCOUNT - n| / n over "
+        + ", ".join(f"{r['visitors']:,} ({r['error']:+.2%})" for r in hll)
+        + " distinct visitors (Redis' HyperLogLog: 0.81% standard error)",
     trending = _get(results, "trending", "latency_ms") or {}
     p99 = _get(trending, "trending_24h", "p99")
     out["trending_24h_p99_ms"] = _target(
@@ -180,7 +218,15 @@ def targets(results: dict) -> dict:
 
 # -- markdown ----------------------------------------------------------------
 
-HTTP_ORDER = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view", "coalesced")
+HTTP_ORDER = (
+    "noop",
+    "write_behind",
+    "policy",
+    "page",
+    "sql_per_view",
+    "celery_per_view",
+    "coalesced",
+)
 
 
 def _fmt(x, spec=",.0f"):
@@ -323,6 +369,27 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {r['shards']} | {r['fields_per_shard']:,} | {r['encoding']} | "
                 f"{r['bytes_per_counter']} | {r['used_memory_growth_per_counter']} |"
+            )
+        lines.append("")
+    pol = results.get("policy")
+    if pol:
+        lines += [
+            "## View policy: dedupe memory and unique-viewer error",
+            "",
+            f"Distinct visitors, one view each, through the policy's increment script "
+            f"({pol['dedupe_buckets']:,} dedupe sets per slot over 16 shards). Bytes per pair: "
+            "`MEMORY USAGE` of the dedupe sets; used_memory growth includes the "
+            "HyperLogLogs and the pending hash.",
+            "",
+            "| pairs | sets | members per set | encoding | bytes per pair | used_memory "
+            "growth per pair | unique viewers (error) |",
+            "|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for m, h in zip(pol["memory"], pol["hll"], strict=True):
+            lines.append(
+                f"| {m['pairs']:,} | {m['sets']:,} | {m['members_per_set']} | "
+                f"{'/'.join(m['encoding'])} | {m['bytes_per_pair']} | "
+                f"{m['used_memory_growth_per_pair']} | {h['estimate']:,} ({h['error']:+.2%}) |"
             )
         lines.append("")
     tg = results.get("targets")

@@ -23,6 +23,7 @@ from .errors import (
 )
 from .flush import FlushSummary, ShardFlush
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
+from .policy import ViewPolicy, Visit
 from .reconcile import Fix, ReconcileResult
 from .registry import Counter, Registry
 from .retention import RetentionResult
@@ -54,5 +55,7 @@ __all__ = [
     "WINDOWS",
     "UnsafeRedis",
     "ViewCoalescer",
+    "ViewPolicy",
+    "Visit",
     "redis_client",
 ]

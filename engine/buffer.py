@@ -31,6 +31,7 @@ from .clients import command_retries
 from .errors import BufferUnavailable, LayoutMismatch, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
+from .policy import Rule
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ class Outcome(IntEnum):
     NOT_LOADED = -1  # the existence index is missing: caller must ask Postgres
     MISSING = 0  # the row does not exist; nothing was written
     COUNTED = 1
+    HELD_BACK = 2  # the row exists; a view policy's rule held the view back
+
+    @property
+    def found(self) -> bool:
+        """The row exists (the increment counted, or a rule held it back)."""
+        return self in (Outcome.COUNTED, Outcome.HELD_BACK)
 
 
 # Script replies about the shard layout (engine/layout.py); nothing was written.
@@ -213,32 +220,47 @@ class Buffer:
 
     # -- writing -------------------------------------------------------------
 
-    def _incr_call(self, row_id: int, pairs: Sequence[tuple[str, int]], table: str | None):
-        """Arguments of one incr script call for one row."""
+    def _incr_call(
+        self,
+        row_id: int,
+        pairs: Sequence[tuple[str, int]],
+        table: str | None,
+        rule: Rule | None = None,
+    ):
+        """Arguments of one incr script call for one row (under a view policy's ``rule``)."""
         shard = self.keys.shard_of(row_id)
         k = self.keys
         keys = [k.pending(shard), k.accepted(shard), k.gen(shard), k.seq(shard), k.layout(shard)]
+        if rule is not None:
+            keys += rule.keys
         where = k.exists_offset(row_id)
         if table is not None:
             keys.append(k.exists(shard, table))
             if not k.in_bitmap(row_id):  # too far out for the bitmap: the set has it
                 keys.append(k.exists_sparse(shard, table))
                 where = row_id
-        args: list = [now_ms(), self.gen_token, k.shards, where, self.bucketed_codes]
+        args: list = [now_ms(), self.gen_token, k.shards, where]
+        args += [len(rule.keys), *rule.args] if rule is not None else [0]
+        args.append(self.bucketed_codes)
         for code, n in pairs:
             args += [field(row_id, code), int(n)]
         return keys, args
 
     def add(
-        self, row_id: int, pairs: Sequence[tuple[str, int]], exists_in: str | None = None
+        self,
+        row_id: int,
+        pairs: Sequence[tuple[str, int]],
+        exists_in: str | None = None,
+        rule: Rule | None = None,
     ) -> Outcome:
         """Atomically add ``(code, delta)`` pairs for one row; a missing field counts as 0.
 
         With ``exists_in`` the deltas are added only if the row is marked in that
         table's existence index, in the same script (one round trip, no key created
-        on a miss).
+        on a miss). With ``rule`` (engine/policy.py) a view policy decides in that script
+        whether they are added (``Outcome.HELD_BACK`` when not).
         """
-        keys, args = self._incr_call(row_id, pairs, exists_in)
+        keys, args = self._incr_call(row_id, pairs, exists_in, rule)
         with redis_errors("increment"):
             reply = self._incr(keys=keys, args=args)
             if reply == LAYOUT_UNKNOWN:

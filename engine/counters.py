@@ -20,6 +20,7 @@ from .forks import forget_pool_after_fork
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
 from .layout import Layout
 from .live import LiveReader
+from .policy import DEDUPE, DEDUPE_BUCKETS, MODES, RAW, WINDOW_S, Rule, Visit
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
 from .retention import CHUNK_ROWS, HOURLY_RETENTION_DAYS, Retention, RetentionResult
@@ -62,6 +63,9 @@ class Counters:
     from the next flush. ``flush_threads`` shards flush at once, each on its own SQL
     connection. A batch holds at most
     ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
+    ``view_policy`` (``"dedupe"`` or ``"raw"``), ``view_window_s`` and ``dedupe_buckets``
+    govern the counters that have a ``ViewPolicy`` (engine/policy.py): with ``"raw"``
+    every view counts, as if they had none.
     """
 
     def __init__(
@@ -76,7 +80,17 @@ class Counters:
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         flush_threads: int = FLUSH_THREADS,
         claim_max_fields: int = CLAIM_MAX_FIELDS,
+        view_policy: str = DEDUPE,
+        view_window_s: int = WINDOW_S,
+        dedupe_buckets: int = DEDUPE_BUCKETS,
     ) -> None:
+        if view_policy not in MODES:
+            raise ValueError(f"view_policy must be one of {MODES}, not {view_policy!r}")
+        if view_window_s < 1 or dedupe_buckets < 1:
+            raise ValueError("view_window_s and dedupe_buckets must be at least 1")
+        self.view_policy = view_policy
+        self.view_window_s = int(view_window_s)
+        self.dedupe_buckets = dedupe_buckets
         self.registry = registry
         self.sql = sql
         if sql is not None:
@@ -89,7 +103,7 @@ class Counters:
         self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
-        )
+        )  # the flush also stores the unique-viewer estimates (engine/uniques.py)
         self.live = LiveReader(self.buffer, sql, registry, scope)
         self.reconciler = Reconciler(self.buffer, sql, registry, scope)
         self.windows = WindowReader(self.buffer, sql, scope)
@@ -144,9 +158,14 @@ class Counters:
         outcomes = iter(self.buffer.add_checked(rows))
         return [next(outcomes) if ok else Outcome.MISSING for ok in out]
 
-    def view(self, name: str, row_id: int, n: int = 1) -> bool:
+    def view(self, name: str, row_id: int, n: int = 1, visit: Visit | None = None) -> bool:
         """Count ``n`` views (or any event) of a row that exists; False, writing nothing,
         when it does not.
+
+        With ``visit`` and a counter that has a ``ViewPolicy``, the policy decides in the
+        same script whether the view counts (a repeat within the window, a crawler, the
+        author's own view do not; see engine/policy.py); True either way when the row
+        exists.
 
         One Redis round trip and no SQL when the existence index knows the row. When the
         index says the row is missing, or is not loaded, Postgres decides (one
@@ -156,15 +175,47 @@ class Counters:
         :meth:`ensure_index` (a background task) to rebuild.
         """
         counter = self.registry.get(name)
-        outcome = self.incr(name, row_id, n, check_exists=True)
-        if outcome is Outcome.COUNTED:
+        if not _bigint(row_id):
+            return False
+        pairs, rule = self._plan(counter, row_id, n, visit)
+        outcome = self.buffer.add(row_id, pairs, counter.table, rule)
+        if outcome.found:
             return True
-        return _bigint(row_id) and self._add_if_stored(counter, row_id, n, outcome)
+        return self._add_if_stored(counter, row_id, pairs, rule, outcome)
 
-    def _add_if_stored(self, counter, row_id: int, n: int, outcome: Outcome) -> bool:
+    def view_many(self, views: Iterable[tuple[str, int, Visit | None]]) -> list[Outcome]:
+        """Count ``(name, id, visit)`` views, each under its counter's view policy, in one
+        pipelined round trip, without existence checks (rows the caller knows exist:
+        an import, a benchmark); ``Outcome.COUNTED`` or ``HELD_BACK`` for each."""
+        calls = []
+        for name, row_id, visit in views:
+            counter = self.registry.get(name)
+            pairs, rule = self._plan(counter, _checked_id(row_id), 1, visit)
+            calls.append((self.buffer._incr, *self.buffer._incr_call(row_id, pairs, None, rule)))
+        return [Outcome(reply) for reply in self.buffer.run(calls)]
+
+    def _plan(
+        self, counter, row_id: int, n: int, visit: Visit | None
+    ) -> tuple[list[tuple[str, int]], Rule | None]:
+        """The pairs one view adds, and the rule the script applies to them."""
+        policy = counter.policy
+        if visit is None or policy is None or self.view_policy == RAW:
+            return [(counter.code, n)], None
+        window_s = policy.window_s or self.view_window_s
+        rule = Rule.build(
+            self.keys, row_id, counter.code, visit, time.time(), window_s, self.dedupe_buckets
+        )
+        if visit.own:
+            return [], rule
+        if visit.bot:
+            bots = self.registry.bots_of(counter)
+            return ([(bots.code, n)] if bots is not None else []), rule
+        return [(counter.code, n)], rule
+
+    def _add_if_stored(self, counter, row_id: int, pairs, rule, outcome: Outcome) -> bool:
         if not self.existence.stored(counter.table, [row_id]):
             return False
-        self.buffer.add(row_id, [(counter.code, n)])
+        self.buffer.add(row_id, pairs, None, rule)
         if outcome is Outcome.MISSING:
             # created after the index's snapshot; if it is deleted meanwhile, the flush
             # drops its deltas like any for a deleted row
@@ -261,11 +312,12 @@ class Counters:
         return {row_id: (counts[row_id], rows[row_id]) for row_id in counts}
 
     def bump_and_read(
-        self, name: str, row_id: int, columns: Sequence[str] = ()
+        self, name: str, row_id: int, columns: Sequence[str] = (), visit: Visit | None = None
     ) -> tuple[Outcome, dict[str, int] | None, dict | None]:
-        """Count one event on an existing row; return its live counts (including it) and
-        its ``columns``, fetched by the same SQL statement (one Redis round trip, one
-        statement). Counts and row are None when the row is gone.
+        """Count one event on an existing row (under its view policy, given ``visit``);
+        return its live counts (including it) and its ``columns``, fetched by the same
+        SQL statement (one Redis round trip, one statement). Counts and row are None
+        when the row is gone.
 
         ``Outcome.MISSING`` is confirmed by Postgres (see :meth:`view`): a
         row the index lacks but the table has is counted and read like any other.
@@ -274,30 +326,35 @@ class Counters:
         counter = self.registry.get(name)
         if not _bigint(row_id):
             return Outcome.MISSING, None, None
+        pairs, rule = self._plan(counter, row_id, 1, visit)
         outcome, counts, rows = self.live.read(
-            counter.table, [row_id], bump=counter, columns=columns
+            counter.table, [row_id], bump=(pairs, rule), columns=columns
         )
-        if outcome is Outcome.MISSING and self._add_if_stored(counter, row_id, 1, outcome):
+        if outcome is Outcome.MISSING and self._add_if_stored(
+            counter, row_id, pairs, rule, outcome
+        ):
             outcome = Outcome.COUNTED
             _, counts, rows = self.live.read(counter.table, [row_id], columns=columns)
         return outcome, counts.get(row_id), rows.get(row_id)
 
     def view_and_read(
-        self, name: str, row_id: int, columns: Sequence[str] = ()
+        self, name: str, row_id: int, columns: Sequence[str] = (), visit: Visit | None = None
     ) -> tuple[dict[str, int], dict] | None:
-        """Count one view of a row and return ``(live counts including it, {column:
-        value})``, or None when the row does not exist (nothing is counted then).
+        """Count one view of a row (under its view policy, given ``visit``) and return
+        ``(live counts including it, {column: value})``, or None when the row does not
+        exist (nothing is counted then).
 
         One Redis round trip and one SQL statement in the normal case; when Redis lost
         the existence index, or it has not caught up with the row, Postgres is asked (as
         in :meth:`view`).
         """
-        outcome, counts, row = self.bump_and_read(name, row_id, columns)
+        outcome, counts, row = self.bump_and_read(name, row_id, columns, visit)
         if outcome is Outcome.MISSING:
             return None
         if outcome is Outcome.NOT_LOADED:
             counter = self.registry.get(name)
-            if not self._add_if_stored(counter, row_id, 1, outcome):
+            pairs, rule = self._plan(counter, row_id, 1, visit)
+            if not self._add_if_stored(counter, row_id, pairs, rule, outcome):
                 return None
             _, found, rows = self.live.read(counter.table, [row_id], columns=columns)
             counts, row = found.get(row_id), rows.get(row_id)

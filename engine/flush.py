@@ -55,6 +55,7 @@ from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_error
 from .lineage import LEDGER_GEN, MARK_APPLIED
 from .registry import Registry
 from .sqlarrays import int_array
+from .uniques import Uniques
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,7 @@ class Flusher:
         self.hook = hook
         self.trending = any(c.trending for c in registry)
         self._edges_ready = False
+        self.uniques = Uniques(buffer, scope)
 
     def _stage(self, stage: str, shard: int) -> None:
         if self.hook is not None:
@@ -258,23 +260,26 @@ class Flusher:
 
     def _apply(self, conn: sa.Connection, batch: Batch, result: ShardFlush) -> None:
         result.deltas_dropped += batch.unknown
-        gone: dict[str, set[int]] = {}
+        gone_by_table: dict[str, set[int]] = {}
         for table in sorted(batch.tables):
             deltas = batch.tables[table]
             arrays = [(c.column, *c.arrays()) for c in deltas.columns]
             applied = add_columns(conn, table, arrays)
             result.rows += applied.rowcount
+            gone: set[int] = set()
             if applied.rowcount < deltas.row_count():
                 updated = {r[0] for r in applied}
                 for row_id, fields in sorted(deltas.fields_per_row().items()):
                     if row_id not in updated:
+                        gone.add(row_id)
                         result.rows_missing += 1
                         result.deltas_dropped += fields
                         result.missing.append((table, row_id))
-                        gone.setdefault(table, set()).add(row_id)
+            gone_by_table[table] = gone
+            self._save_uniques(conn, table, deltas, gone)
         if batch.buckets:
             # a bucket goes where its counter's delta went: rows gone drop both
-            kept = [b.without(gone[b.table]) if b.table in gone else b for b in batch.buckets]
+            kept = [b.without(gone_by_table.get(b.table, set())) for b in batch.buckets]
             result.buckets = buckets.apply(conn, self.scope, kept, self.trending)
 
     def _ensure_edges(self) -> None:
@@ -284,6 +289,15 @@ class Flusher:
             with sql_errors("window edges"), self.sql.begin() as conn:
                 windows.ensure_edges(conn, self.scope, self.registry, windows.current_hour())
             self._edges_ready = True
+
+    def _save_uniques(self, conn: sa.Connection, table: str, deltas, gone: set[int]) -> None:
+        """Store the unique-viewer estimates of the rows whose views the batch holds
+        (engine/uniques.py), in the batch's transaction."""
+        for counter in self.registry.uniques_of(table):
+            for column in deltas.columns:
+                if column.column == counter.column:
+                    ids = sorted({int(i) for i in column.ids} - gone)
+                    self.uniques.save(conn, counter, ids)
 
     def flush_shard(self, shard: int) -> ShardFlush | None:
         """Claim and apply one shard's batch; None when it had nothing to flush.

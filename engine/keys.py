@@ -17,6 +17,11 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:ex:posts     bits  existence index of posts rows living on this shard
     {ctr:7}:exs:posts    set   ids of the shard's posts rows beyond the bitmap's reach
     {ctr:7}:accepted     hash  code -> increments accepted (a metric; never flushed)
+    {ctr:7}:held         hash  "<code>:<reason>" -> views the policy held back (a metric)
+    {ctr:7}:seen:<slot>:<b> set  (visitor, row) pairs seen in one window slot, as 32-bit
+                               ints; bucket b of the shard's (engine/policy.py)
+    {ctr:7}:uv:<code>:<id> hll unique viewers of one row (engine/uniques.py)
+    {ctr:7}:uvtmp        str   scratch key of the uniques merge script (deleted by it)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
     {ctr}:runs:flush     list  the last busy flushes' summaries, newest first (capped)
     {ctr}:runs:reconcile list  the last reconciles' summaries, newest first (capped)
@@ -93,6 +98,20 @@ class Keys:
     def accepted(self, shard: int) -> str:
         return f"{self._tag(shard)}:accepted"
 
+    def held(self, shard: int) -> str:
+        return f"{self._tag(shard)}:held"
+
+    def seen(self, shard: int, slot: int, bucket: int) -> str:
+        """Pairs a view policy remembers from time slot ``slot`` (engine/policy.py)."""
+        return f"{self._tag(shard)}:seen:{slot}:{bucket}"
+
+    def uniques(self, row_id: int, code: str) -> str:
+        """The HyperLogLog of the visitors of one row's view counter ``code``."""
+        return f"{self._tag(self.shard_of(row_id))}:uv:{code}:{row_id}"
+
+    def uniques_scratch(self, shard: int) -> str:
+        return f"{self._tag(shard)}:uvtmp"
+
     def exists(self, shard: int, table: str) -> str:
         return f"{self._tag(shard)}:ex:{table}"
 
@@ -138,3 +157,8 @@ def hour_of(ms: int) -> int:
 def bucket_field(row_id: int, code: str, hour: int) -> str:
     """The pending field of a row's views of one hour (see :func:`hour_of`)."""
     return f"{row_id}:{code}{BUCKET_SEP}{hour}"
+
+
+def held_field(code: str, reason: str) -> str:
+    """Field of the held hash: views of counter ``code`` held back for ``reason``."""
+    return f"{code}:{reason}"

@@ -23,6 +23,7 @@ from .buffer import LAYOUT_UNKNOWN, Buffer, Outcome, RoundTrip, Unapplied
 from .errors import redis_errors, sql_errors
 from .keys import field
 from .lineage import APPLIED, NEW_GEN, Ledger, fate, successor_fate
+from .policy import Rule
 from .registry import IDENT, Counter, Registry
 from .sqlarrays import int_array
 
@@ -118,20 +119,27 @@ class LiveReader:
         self,
         table: str,
         ids: Sequence[int],
-        bump: Counter | None = None,
+        bump: tuple[list, Rule | None] | None = None,
         columns: Sequence[str] = (),
     ) -> tuple[Outcome, dict[int, dict[str, int]], dict[int, dict]]:
         """Live counts of ``ids`` (rows that do not exist are left out), and the values
         of ``columns`` of those rows, read by the same statement.
 
-        With ``bump``, first adds 1 to that counter of ``ids[0]`` if the existence
-        index says the row exists, in the same Redis round trip as the snapshot; the
-        outcome says whether it counted.
+        With ``bump`` (``(pairs, rule)``), first adds those pairs to ``ids[0]`` (under the
+        view policy's rule) if the existence index says the row exists, in the same
+        Redis round trip as the snapshot; the outcome says whether it counted.
+
+        A view counter's unique-viewer estimate (engine/uniques.py) is the larger of its
+        column and the row's HyperLogLog (``PFCOUNT``, in the same round trip): after a
+        Redis wipe the column holds what the flush stored until the flush merges it back.
         """
         for name in columns:
             if not IDENT.match(name):
                 raise ValueError(f"not a plain column name: {name!r}")
         counters = self.registry.of_table(table)
+        uniques = self.registry.uniques_of(table)
+        unique_columns = tuple(c.policy.uniques for c in uniques)
+        columns = tuple(columns)
         by_shard = self._fields(counters, ids)
         outcome = Outcome.COUNTED
         pending_bump = bump is not None
@@ -141,8 +149,12 @@ class LiveReader:
             with redis_errors("live read"):
                 trip = RoundTrip(self.buffer.redis)
                 if pending_bump:
-                    call = self.buffer._incr_call(ids[0], [(bump.code, 1)], table)
+                    call = self.buffer._incr_call(ids[0], bump[0], table, bump[1])
                     trip.script(self.buffer._incr, *call)
+                for c in uniques:
+                    for row_id in ids:
+                        trip.pipe.pfcount(self.buffer.keys.uniques(row_id, c.code))
+                estimates = len(uniques) * len(ids)
                 self.buffer.unapplied(by_shard, trip=trip)
                 replies = trip.execute()
             if pending_bump:
@@ -153,23 +165,28 @@ class LiveReader:
                     layout_set_up = True
                     continue
                 outcome = self.buffer.outcome(reply)
-                if outcome is not Outcome.COUNTED:
+                if not outcome.found:
                     return outcome, {}, {}
                 pending_bump = False
+            counted, replies = replies[:estimates], replies[estimates:]
             snaps = self.buffer.parse_unapplied(shards, by_shard, replies)
-            stored = self._stored(table, counters, ids, columns)
+            stored = self._stored(table, counters, ids, columns + unique_columns)
             if attempt < READ_ATTEMPTS - 1 and not all(
                 snapshot_consistent(snaps[self.buffer.keys.shard_of(i)], ledger.applied_seq)
                 for i, (_, ledger, _) in stored.items()
             ):
                 continue
             out, rows = {}, {}
+            position = {row_id: i for i, row_id in enumerate(ids)}
             for row_id, (values, ledger, extra) in stored.items():
                 snap = snaps[self.buffer.keys.shard_of(row_id)]
                 out[row_id] = {
                     c.column: v + unapplied_delta(snap, field(row_id, c.code), ledger)
                     for c, v in zip(counters, values, strict=True)
                 }
-                rows[row_id] = dict(zip(columns, extra, strict=True))
+                rows[row_id] = dict(zip(columns, extra[: len(columns)], strict=True))
+                for k, (c, value) in enumerate(zip(uniques, extra[len(columns) :], strict=True)):
+                    redis_count = counted[k * len(ids) + position[row_id]]
+                    out[row_id][c.policy.uniques] = max(value, redis_count)
             return outcome, out, rows
         raise AssertionError("unreachable")

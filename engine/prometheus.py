@@ -118,6 +118,7 @@ class CountersCollector:
         now_s = time.time()
         yield from self._durability(durability)
         yield self._accepted(snap["accepted"])
+        yield self._held(snap["held"])
         for key, name, doc in TOTALS:
             if key in snap["totals"]:  # the ledger's totals are missing while it is down
                 yield CounterMetricFamily(name, doc, value=snap["totals"][key])
@@ -181,6 +182,18 @@ class CountersCollector:
         )
         for code, n in sorted(accepted.items()):
             family.add_metric([counter_name(self.counters.registry, code)], n)
+        return family
+
+    def _held(self, held: dict[str, int]) -> Metric:
+        family = CounterMetricFamily(
+            "counter_views_held_back",
+            "Views the view policy did not count, per counter and reason (deduped: a "
+            "repeat within the window, bot: a crawler's, counted apart, self: the author's).",
+            labels=["counter", "reason"],
+        )
+        for name, n in sorted(held.items()):
+            code, _, reason = name.rpartition(":")
+            family.add_metric([counter_name(self.counters.registry, code), reason], n)
         return family
 
     @staticmethod

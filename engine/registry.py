@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UnknownCounter
+from .policy import ViewPolicy
 
 IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
@@ -38,6 +39,7 @@ class Counter:
     code: str
     recount: str | None = None
     indexed: bool | None = None
+    policy: ViewPolicy | None = None
     buckets: bool = False
     trending: bool = False
 
@@ -74,6 +76,20 @@ class Registry:
                 raise ValueError(f"duplicate counter name or code: {c.name} / {c.code}")
             self._by_name[c.name] = c
             self._by_code[c.code] = c
+        for c in self:
+            if c.policy is None:
+                continue
+            bots = c.policy.bots
+            if bots is not None and f"{c.table}.{bots}" not in self._by_name:
+                raise ValueError(f"{c.name}: its policy's bots counter {c.table}.{bots} is missing")
+            uniques = c.policy.uniques
+            if uniques is not None and (
+                not IDENT.match(uniques) or uniques in self.columns(c.table)
+            ):
+                raise ValueError(
+                    f"{c.name}: uniques column {uniques!r} must be a plain SQL "
+                    "identifier and not a counter's column"
+                )
 
     def __iter__(self):
         return iter(self._by_name.values())
@@ -118,3 +134,16 @@ class Registry:
 
     def of_table(self, table: str) -> list[Counter]:
         return [c for c in self if c.table == table]
+
+    def columns(self, table: str) -> set[str]:
+        return {c.column for c in self if c.table == table}
+
+    def bots_of(self, counter: Counter) -> Counter | None:
+        """The counter that takes crawlers' views of ``counter`` (its policy's ``bots``)."""
+        if counter.policy is None or counter.policy.bots is None:
+            return None
+        return self.get(f"{counter.table}.{counter.policy.bots}")
+
+    def uniques_of(self, table: str) -> list[Counter]:
+        """The table's view counters that keep a unique-viewer estimate."""
+        return [c for c in self.of_table(table) if c.policy and c.policy.uniques]

@@ -39,6 +39,10 @@ def build(registry: Registry, shards: list[dict], shared: dict, now_s: float) ->
     oldest = [s["oldest_ms"] for s in shards if s["oldest_ms"] is not None]
     flushes = shared["flush_buckets"][-1][1]
     accepted = {counter_name(registry, code): n for code, n in sorted(shared["accepted"].items())}
+    held: dict[str, dict[str, int]] = {}  # views held back by the policy, per reason
+    for name, n in sorted(shared.get("held", {}).items()):
+        code, _, reason = name.rpartition(":")
+        held.setdefault(counter_name(registry, code), {})[reason] = n
     return {
         "pending": sum(s["pending"] + s["inflight"] for s in shards),
         "inflight": sum(s["inflight"] for s in shards),
@@ -53,4 +57,5 @@ def build(registry: Registry, shards: list[dict], shared: dict, now_s: float) ->
         },
         "totals": shared["totals"],
         "accepted": accepted,
+        "held_back": held,
     }

@@ -16,6 +16,9 @@ Step 0004: ``counter_shards`` counts what rollbacks dropped (engine/stats.py DUR
 the flush transaction that drops a batch adds to them, so they outlive the Redis they
 are about.
 
+Step 0005: ``counter_uniques`` keeps each row's unique-viewer HyperLogLog
+(engine/uniques.py).
+
 Step 0001: ``counter_shards`` keeps, per scope and shard, the seq of the last batch
 applied; batch seqs come from ``counter_batch_seq``, so they never repeat, even after
 Redis loses its data. The ledger is one row per shard, so it never needs pruning.
@@ -39,12 +42,14 @@ STEPS = {
     "0002_lineage": "02b30004f818945774876804bb1f3d69981300244bbf1ee2de869b18a1f402ca",
     "0003_scopes": "e76b556869e4d71d4110e6640b0f61651bcce85e03fe041302c3ac76e1c299d4",
     "0004_totals": "0877ba97269dbf21a65576955a34b921bad4d1bc7cf63f1d7547ac936089c0f1",
+    "0005_uniques": "750dd43da1857eca00caaa4f90ecdde152dbfdfba93b17b53eb952a1d6e86b56",
     "0006_buckets": "392f574bc9e60b59572988444ca10cefb023eff241fbea3b4603b57c0826ecd1",
 }
 
 TABLES = (
     "counter_shards",
     "counter_scopes",
+    "counter_uniques",
     "counter_hourly",
     "counter_daily",
     "counter_window_edges",
@@ -56,6 +61,7 @@ DROP = [
     "DROP TABLE IF EXISTS counter_window_edges",
     "DROP TABLE IF EXISTS counter_daily",
     "DROP TABLE IF EXISTS counter_hourly",
+    "DROP TABLE IF EXISTS counter_uniques",
     "DROP TABLE IF EXISTS counter_scopes",
     "DROP TABLE IF EXISTS counter_shards",
     "DROP SEQUENCE IF EXISTS counter_batch_seq",

@@ -15,6 +15,7 @@ from typing import Any
 from .flush import FLUSH_THREADS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
 from .retention import DAILY_RETENTION_DAYS, HOURLY_RETENTION_DAYS, MIN_HOURLY_RETENTION_DAYS
+from .policy import DEDUPE, MODES, WINDOW_S
 
 
 def parse_bool(value: str) -> bool:
@@ -103,6 +104,26 @@ SETTINGS: tuple[Setting, ...] = (
         "opt-in: tally views in the web process and push them every this many ms "
         "(a hard kill loses up to one interval); 0 = off",
     ),
+    Setting(
+        "COUNTERS_VIEW_POLICY",
+        DEDUPE,
+        str,
+        "dedupe: counters with a ViewPolicy count a visitor once per window, crawlers "
+        "apart, no author's own views; raw: every view counts (load tests, benchmarks)",
+    ),
+    Setting(
+        "COUNTERS_VIEW_WINDOW_S",
+        WINDOW_S,
+        int,
+        "s; a visitor's repeat views of a row within this window add nothing",
+    ),
+    Setting(
+        "COUNTERS_VISITOR_SALT",
+        None,
+        str,
+        "secret mixed into the hash of address + User-Agent that names a visitor with "
+        "no cookie (None: the app's SECRET_KEY, else the scope); keep it stable",
+    ),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -144,5 +165,9 @@ def validate(config: Mapping[str, Any]) -> None:
         )
     if config["COUNTERS_RETENTION_INTERVAL"] <= 0:
         raise ValueError("COUNTERS_RETENTION_INTERVAL must be positive (seconds)")
+    if config["COUNTERS_VIEW_POLICY"] not in MODES:
+        raise ValueError(f"COUNTERS_VIEW_POLICY must be one of {', '.join(MODES)}")
+    if config["COUNTERS_VIEW_WINDOW_S"] < 1:
+        raise ValueError("COUNTERS_VIEW_WINDOW_S must be at least 1 (seconds)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")

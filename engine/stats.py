@@ -86,20 +86,30 @@ class Stats:
 
     def snapshot(self, durable: dict[str, int] | None = None) -> dict:
         """Totals, flush histogram (cumulative per bucket), last flush/reconcile, and
-        increments accepted per counter code (summed over shards). ``durable``: the
-        ledger's ``DURABLE`` totals; without them (no Postgres, or it is down) those
-        totals are left out rather than reported as 0."""
+        increments accepted per counter code and views held back per ``"<code>:<reason>"``
+        (summed over shards). ``durable``: the ledger's ``DURABLE`` totals; without them
+        (no Postgres, or it is down) those totals are left out rather than reported as 0."""
         with redis_errors("read stats"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hgetall(self.key)
             for s in range(self.keys.shards):
                 pipe.hgetall(self.keys.accepted(s))
-            raw, *accepted_by_shard = pipe.execute()
+            for s in range(self.keys.shards):
+                pipe.hgetall(self.keys.held(s))
+            raw, *by_shard = pipe.execute()
+        accepted_by_shard, held_by_shard = (
+            by_shard[: self.keys.shards],
+            by_shard[self.keys.shards :],
+        )
         raw = {k.decode(): v.decode() for k, v in raw.items()}
         accepted: dict[str, int] = {}
         for shard in accepted_by_shard:
             for code, n in shard.items():
                 accepted[code.decode()] = accepted.get(code.decode(), 0) + int(n)
+        held: dict[str, int] = {}  # "<code>:<reason>" -> views held back (engine/policy.py)
+        for shard in held_by_shard:
+            for name, n in shard.items():
+                held[name.decode()] = held.get(name.decode(), 0) + int(n)
         buckets, running = [], 0
         for b in (*FLUSH_BUCKETS_S, "inf"):
             running += int(raw.get(f"flush_le_{b}", 0))
@@ -113,6 +123,7 @@ class Stats:
                 json.loads(raw["last_reconcile"]) if "last_reconcile" in raw else None
             ),
             "accepted": accepted,
+            "held": held,
         }
 
     def runs(self, limit: int = RUNS_KEPT) -> dict[str, list[dict]]:

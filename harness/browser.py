@@ -73,6 +73,14 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def desktop_user_agent(version: str) -> str:
+    """The User-Agent of a desktop Chrome of ``version`` on Linux."""
+    return (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        f"Chrome/{version} Safari/537.36"
+    )
+
+
 def chromium(workdir: Path) -> webdriver.Chrome:
     """A headless Chromium with a fresh profile under ``workdir``; raises BrowserMissing."""
     why = browser_missing()
@@ -84,6 +92,9 @@ def chromium(workdir: Path) -> webdriver.Chrome:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={workdir / 'profile'}")
     options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    # headless Chromium says "HeadlessChrome", which crawler lists match: the pages are
+    # tested as a person's browser sees them
+    options.add_argument(f"--user-agent={desktop_user_agent(package_version(CHROMIUM))}")
     # Selenium Manager, if it ever ran, would create this folder (and stay offline).
     manager_cache = workdir / "selenium-manager"
     with _environment(SE_CACHE_PATH=str(manager_cache), SE_OFFLINE="true"):

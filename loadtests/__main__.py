@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="counter buffer on a Redis of its own, SIGKILLed and restarted from its dump",
     )
+    r.add_argument(
+        "--visitors",
+        action="store_true",
+        help="views under the view policy (COUNTERS_VIEW_POLICY=dedupe): vid cookies with "
+        "repeats, crawlers; checked against the distinct visitors (default: raw)",
+    )
     r.add_argument("--spawn-rate", type=float, help="users started per second (default N/5)")
     r.add_argument("--processes", type=int, default=1, help="Locust processes (default 1)")
     r.add_argument("--web-workers", type=int, default=3, help="gunicorn workers (default 3)")
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             chaos_seed=args.chaos_seed,
             reconcile_every_s=args.reconcile_every,
             redis_rollback=args.redis_rollback,
+            visitors=args.visitors,
         )
     )
 

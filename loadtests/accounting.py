@@ -8,7 +8,10 @@ have counted: it is *unknown*, an upper bound, never an acknowledgement. Only 2x
 counts. A run may declare some answers *refused* instead (``build_ledger(refused=...)``):
 statuses that it knows changed nothing.
 
-Ops: ``view`` (page GET or beacon), ``share``, ``comment`` (a comment created on
+Ops: ``view`` (page GET or beacon; with ``"v"``, the visitor's ``vid`` cookie, it was
+sent under the view policy: a visitor's views of one target count once, as the run is
+shorter than the dedupe window), ``bot_view`` (a crawler's, into ``bot_view_count``),
+``share``, ``comment`` (a comment created on
 the target), ``like``/``unlike``/``collect``/``uncollect`` (per-user toggles; the
 toggles a run leaves in place are derived from each user's last answered request),
 and ``create`` (a post created during the load, logged once its id is known).
@@ -27,12 +30,13 @@ from pathlib import Path
 
 TOGGLES = {"like": ("like", True), "unlike": ("like", False)}
 TOGGLES |= {"collect": ("collect", True), "uncollect": ("collect", False)}
-EVENTS = ("view", "share", "comment")
+EVENTS = ("view", "bot_view", "share", "comment")
 
 # Which column of which table each op moves, by target type.
 TABLES = {"post": "posts", "article": "articles", "comment": "comments"}
 TABLES |= {"post_comment": "post_comments"}
 COLUMNS = {"view": "view_count", "share": "shares_count", "comment": "comments_count"}
+COLUMNS |= {"bot_view": "bot_view_count"}
 COLUMNS |= {"like": "likes_count", "collect": "collects_count"}
 
 PRESENT, ABSENT, UNKNOWN = "present", "absent", "unknown"
@@ -49,12 +53,21 @@ class EventLog:
         self._lock = threading.Lock()
         self._n = 0
 
-    def sent(self, op: str, target_type: str, target_id: int, user_id: int | None) -> int:
+    def sent(
+        self,
+        op: str,
+        target_type: str,
+        target_id: int,
+        user_id: int | None,
+        visitor: str | None = None,
+    ) -> int:
         """Log a request about to be sent; returns its number for :meth:`answered`."""
         with self._lock:
             self._n += 1
             n = self._n
             rec = {"n": n, "op": op, "tt": target_type, "id": target_id, "u": user_id}
+            if visitor is not None:
+                rec["v"] = visitor
             rec["t"] = round(time.time(), 3)
             self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")
         return n
@@ -78,6 +91,7 @@ class Event:
     status: int | None  # None: the request was logged as sent and never answered
     sent_at: float | None = None  # wall-clock s (None in logs written before times)
     answered_at: float | None = None
+    visitor: str | None = None  # the view's vid cookie, under the view policy
 
     @property
     def acked(self) -> bool:
@@ -115,6 +129,7 @@ def read_events(directory: str | os.PathLike) -> Iterator[Event]:
                 status.get(n),
                 rec.get("t"),
                 answered_at.get(n),
+                rec.get("v"),
             )
 
 
@@ -156,6 +171,9 @@ class Ledger:
     # (op, status) answers known to have changed nothing, though not 2xx/4xx
     refused: frozenset[tuple[str, int]] = frozenset()
     created: set[Key] = field(default_factory=set)  # posts created during the load
+    # (visitor, target_type, id) -> True once a view of it was acknowledged, False while
+    # its views are all unknown: under the view policy each pair counts exactly once
+    visits: dict[tuple[str, str, int], bool] = field(default_factory=dict)
 
     def is_unknown(self, ev: Event) -> bool:
         return ev.unknown and (ev.op, ev.status) not in self.refused
@@ -172,6 +190,13 @@ class Ledger:
             self.unknown += 1
         if ev.status is None:
             self.never_answered += 1
+        if ev.op == "view" and ev.visitor is not None:
+            pair = (ev.visitor, ev.target_type, ev.target_id)
+            if ev.acked:
+                self.visits[pair] = True
+            elif unknown:
+                self.visits.setdefault(pair, False)
+            return
         if ev.op in EVENTS:
             bounds = self.expected[(COLUMNS[ev.op], ev.target_type, ev.target_id)]
             if ev.acked:
@@ -190,7 +215,14 @@ class Ledger:
         # any other 4xx changed nothing
 
     def finish(self) -> Ledger:
-        """Fold the toggles' final states into the expected like/collect counts."""
+        """Fold the toggles' final states into the expected like/collect counts, and the
+        visitors' views into the expected view counts."""
+        for (_visitor, tt, tid), acked in self.visits.items():
+            bounds = self.expected[(COLUMNS["view"], tt, tid)]
+            if acked:
+                bounds.lo += 1
+            else:
+                bounds.unknown += 1
         for (_user, action, tt, tid), state in self.toggles.items():
             bounds = self.expected[(COLUMNS[action], tt, tid)]
             if state == PRESENT:
@@ -198,6 +230,16 @@ class Ledger:
             elif state == UNKNOWN:
                 bounds.unknown += 1
         return self
+
+    def viewers(self) -> dict[Key, Bounds]:
+        """Distinct visitors per target: what its unique-viewer estimate estimates."""
+        out: defaultdict[Key, Bounds] = defaultdict(Bounds)
+        for (_visitor, tt, tid), acked in self.visits.items():
+            if acked:
+                out[(tt, tid)].lo += 1
+            else:
+                out[(tt, tid)].unknown += 1
+        return out
 
     def present(self) -> set[tuple[int, str, str, int]]:
         return {k for k, s in self.toggles.items() if s == PRESENT}

@@ -13,7 +13,8 @@ knows (G3: its own views and likes), is a Locust failure.
 
 Environment: ``LOADTEST_SEED`` (seed.json written by the runner), ``LOADTEST_EVENTS``
 (folder for the event logs), ``LOADTEST_WAIT`` (``min,max`` seconds between tasks),
-``LOADTEST_REDIS_ROLLBACK=1`` (see :data:`ROLLBACK`).
+``LOADTEST_REDIS_ROLLBACK=1`` (see :data:`ROLLBACK`), ``LOADTEST_VISITORS=1`` (see
+:data:`VISITORS`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ _wait = [float(x) for x in os.environ.get("LOADTEST_WAIT", "0.5,2").split(",")]
 # Its 503s while it is down are answers (not failures), live counts may go back (lost
 # views, action deltas until reconcile), and users also create posts and view them.
 ROLLBACK = os.environ.get("LOADTEST_REDIS_ROLLBACK") == "1"
+# --visitors: the site counts views under the view policy. Each user views as one of its
+# own few visitors (a vid cookie, a browser's User-Agent), so it repeats itself on hot
+# targets, or as a crawler; the runner checks view_count against the distinct
+# (visitor, target) pairs, bot_view_count against the crawler views, unique_viewers
+# against the distinct visitors.
+VISITORS = os.environ.get("LOADTEST_VISITORS") == "1"
+VISITORS_PER_USER = 3
+BOT_VIEW_P = 0.1
+BROWSER = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 NEW_POST_VIEW_P = 0.3  # share of post views that go to one of the latest new posts
 NEW_POSTS_VIEWED = 10
 new_posts: list[int] = []  # created by this process's users, newest last
@@ -151,6 +165,8 @@ class CommunityUser(FastHttpUser):
     def on_start(self) -> None:
         self.toggles: dict[tuple[str, str, int], str] = {}
         self.seen_views: dict[tuple[str, int], int] = {}
+        self.vids = [f"lt{uuid.uuid4().hex}" for _ in range(VISITORS_PER_USER)]
+        self.visited: set[tuple[str, str, int]] = set()  # (vid, tt, id) sent
         for _ in range(5):
             name = f"lt_{uuid.uuid4().hex[:24]}"
             with self.client.post(
@@ -166,7 +182,9 @@ class CommunityUser(FastHttpUser):
 
     # -- helpers -------------------------------------------------------------
 
-    def _counted(self, op, tt, tid, method, path, name, expected, check=None, **kw) -> int:
+    def _counted(
+        self, op, tt, tid, method, path, name, expected, check=None, visitor=None, **kw
+    ) -> int:
         """Send a request that moves a counter, logging it before and after; returns its status.
 
         See :func:`judge` for ``expected`` and ``check``.
@@ -174,7 +192,7 @@ class CommunityUser(FastHttpUser):
         if _stopping:
             raise StopUser()
         log = event_log()
-        n = log.sent(op, tt, tid, self.user_id)
+        n = log.sent(op, tt, tid, self.user_id, visitor)
         with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
             log.answered(n, resp.status_code)
             judge(resp, expected, check)
@@ -208,24 +226,39 @@ class CommunityUser(FastHttpUser):
             return random.choice(new_posts[-NEW_POSTS_VIEWED:])
         return PICK[tt].pick()
 
+    def _viewer(self, tt: str, tid: int) -> tuple[str, dict, bool]:
+        """(op, request options, whether the view must count) of one view."""
+        if not VISITORS:
+            return "view", {}, True
+        vid = random.choice(self.vids)  # crawlers send one too: no vid is ever set here
+        if random.random() < BOT_VIEW_P:
+            return "bot_view", {"headers": {"User-Agent": GOOGLEBOT, "Cookie": f"vid={vid}"}}, False
+        first = (vid, tt, tid) not in self.visited
+        self.visited.add((vid, tt, tid))
+        headers = {"User-Agent": BROWSER, "Cookie": f"vid={vid}"}
+        return "view", {"headers": headers, "visitor": vid}, first
+
     def _page(self, tt: str) -> None:
         tid = self._target(tt)
+        op, options, counts = self._viewer(tt, tid)
         self._counted(
-            "view",
+            op,
             tt,
             tid,
             "GET",
             f"/api/{COLLECTION[tt]}/{tid}",
             f"GET /api/{COLLECTION[tt]}/[id]",
             (200,),
-            check=lambda r: self._check_counts(tt, tid, r.json()["counts"], own_view=True),
+            check=lambda r: self._check_counts(tt, tid, r.json()["counts"], own_view=counts),
+            **options,
         )
 
     def _beacon(self, tt: str) -> None:
         tid = self._target(tt)
+        op, options, _ = self._viewer(tt, tid)
         path = f"/api/{COLLECTION[tt]}/{tid}/view"
         name = f"POST /api/{COLLECTION[tt]}/[id]/view"
-        self._counted("view", tt, tid, "POST", path, name, (204,))
+        self._counted(op, tt, tid, "POST", path, name, (204,), **options)
 
     def _toggle(self, action: str, tt: str) -> None:
         tid = PICK[tt].pick()

@@ -64,6 +64,7 @@ class Options:
     chaos_seed: int | None = None
     reconcile_every_s: float = 0.0
     redis_rollback: bool = False
+    visitors: bool = False  # views under the view policy (--visitors)
 
 
 @dataclass
@@ -83,7 +84,13 @@ def run(opts: Options) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = Outcome()
     modes = [
-        m for m, on in (("with chaos", opts.chaos), ("redis rollback", opts.redis_rollback)) if on
+        m
+        for m, on in (
+            ("with chaos", opts.chaos),
+            ("redis rollback", opts.redis_rollback),
+            ("visitors under the view policy", opts.visitors),
+        )
+        if on
     ]
     mode = ", ".join(modes) or "no faults"
     result.say(f"load test: {opts.users} users, {opts.duration_s:g} s, {mode}; output in {out}")
@@ -97,6 +104,7 @@ def run(opts: Options) -> int:
             worker_concurrency=opts.worker_concurrency,
             flush_interval_s=opts.flush_interval_s,
             keep_alive_s=int(opts.wait_s[1]) + 8,
+            view_policy="dedupe" if opts.visitors else "raw",
         )
         try:
             _run(opts, out, servers, stack, result)
@@ -185,6 +193,8 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
                 verify.check_recounts(stored, verify.recounts(sql, stored)),
                 verify.check_rows(ledger, verify.action_rows(sql), stored),
             ]
+            if opts.visitors:
+                result.checks.append(verify.check_uniques(ledger, sql, seed))
     finally:
         sql.dispose()
     if not drained:
@@ -214,6 +224,7 @@ def _load(opts: Options, out: Path, stack: Stack, faults: list, result: Outcome)
         LOADTEST_EVENTS=str(out / "events"),
         LOADTEST_WAIT=f"{opts.wait_s[0]},{opts.wait_s[1]}",
         LOADTEST_REDIS_ROLLBACK="1" if opts.redis_rollback else "0",
+        LOADTEST_VISITORS="1" if opts.visitors else "0",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     deadline = time.monotonic() + opts.duration_s + STOP_TIMEOUT_S + EXIT_GRACE_S

@@ -49,6 +49,7 @@ class Stack(harness_stack.Stack):
         worker_concurrency: int,
         flush_interval_s: float,
         keep_alive_s: int = 10,
+        view_policy: str = "raw",
     ) -> None:
         self.admin_token = secrets.token_urlsafe(18)
         env = dict(os.environ)
@@ -58,6 +59,7 @@ class Stack(harness_stack.Stack):
             ADMIN_TOKEN=self.admin_token,
             COUNTERS_FLUSH_INTERVAL=str(flush_interval_s),
             RATELIMIT_ENABLED="0",  # hundreds of users sign up from 127.0.0.1
+            COUNTERS_VIEW_POLICY=view_policy,  # raw: every view counts, unless --visitors
             PYTHONUNBUFFERED="1",
         )
         if servers.counters_redis_url:

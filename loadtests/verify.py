@@ -23,7 +23,18 @@ from .accounting import Ledger, Mismatch, compare
 from .seed import Seed
 from .stack import http
 
-CONTENT_COLUMNS = ("view_count", "likes_count", "collects_count", "shares_count", "comments_count")
+CONTENT_COLUMNS = (
+    "view_count",
+    "bot_view_count",
+    "likes_count",
+    "collects_count",
+    "shares_count",
+    "comments_count",
+)
+NO_RECOUNT = ("view_count", "bot_view_count")
+# |unique_viewers - distinct visitors| allowed: HyperLogLog, 0.81% standard error
+UNIQUES_TOLERANCE = 0.03
+UNIQUES_SLACK = 2
 CONTENT = (("post", "posts", "post_comments", "post_id"),)
 CONTENT += (("article", "articles", "comments", "article_id"),)
 COMMENTS = (("comment", "comments", "comment_likes", "comment_id", "article_id", "articles"),)
@@ -84,7 +95,7 @@ def stored_counters(sql: sa.Engine, seed: Seed) -> Values:
 
 def recounts(sql: sa.Engine, keys: Values) -> Values:
     """The exact recount of every counter in ``keys`` that has one (all but views)."""
-    out: Values = {k: 0 for k in keys if k[0] != "view_count"}
+    out: Values = {k: 0 for k in keys if k[0] not in NO_RECOUNT}
     column = {"like": "likes_count", "collect": "collects_count", "share": "shares_count"}
     with sql.connect() as conn:
         rows = conn.execute(
@@ -153,6 +164,29 @@ def check_rows(ledger: Ledger, rows: set, keys: Values) -> Check:
         check.mismatches.append(Mismatch("rows", str(row), "a row", "none"))
     for row in sorted(ours - present - maybe):
         check.mismatches.append(Mismatch("rows", str(row), "no row", "a row"))
+    return check
+
+
+def check_uniques(ledger: Ledger, sql: sa.Engine, seed: Seed) -> Check:
+    """Under the view policy: each target's stored unique_viewers is within the
+    HyperLogLog's tolerance of the distinct visitors the run acknowledged."""
+    check = Check("unique_viewers (after the final flush) ~ distinct visitors")
+    viewers = ledger.viewers()
+    ids = {"post": seed.posts, "article": seed.articles}
+    with sql.connect() as conn:
+        for tt, table, _ctable, _fk in CONTENT:
+            rows = conn.execute(
+                sa.text(f"SELECT id, unique_viewers FROM {table} WHERE id = ANY(:ids)"),
+                {"ids": ids[tt]},
+            )
+            for tid, value in rows:
+                check.checked += 1
+                bounds = viewers.get((tt, tid))
+                lo, hi = (bounds.lo, bounds.hi) if bounds else (0, 0)
+                slack = max(UNIQUES_SLACK, round(hi * UNIQUES_TOLERANCE))
+                if not lo - slack <= value <= hi + slack:
+                    expected = f"{lo}..{hi} ± {slack}"
+                    check.mismatches.append(Mismatch("uniques", f"{tt} {tid}", expected, value))
     return check
 
 

@@ -13,7 +13,15 @@ from benchmarks.report import TARGET_NAMES
 from tests.servers import ROOT, admin_pg_url, redis_base_url
 
 REDIS_DB = 12  # this test's own db (loadtests use 10-11, the engine's tests 14, the app's 15)
-VARIANTS = ("noop", "write_behind", "page", "sql_per_view", "celery_per_view", "coalesced")
+VARIANTS = (
+    "noop",
+    "write_behind",
+    "page",
+    "sql_per_view",
+    "celery_per_view",
+    "coalesced",
+    "policy",
+)
 RUN_TIMEOUT_S = 240
 
 
@@ -68,6 +76,12 @@ def test_quick_benchmark_run_writes_every_section_and_target(tmp_path):
     assert {row["shards"] for row in memory} == {16, 256}
     assert all(row["bytes_per_counter"] > 0 and row["encoding"] for row in memory)
 
+    policy = results["policy"]
+    assert [row["pairs"] for row in policy["memory"]] == [
+        row["remembered"] for row in policy["memory"]
+    ]
+    assert all(row["bytes_per_pair"] > 0 for row in policy["memory"])
+    assert all(abs(row["error"]) < 0.05 for row in policy["hll"])
     trending = results["trending"]
     assert trending["buckets"] > 0 and len(trending["top_window_views"]) == 3
     assert trending["top_window_views"] == sorted(trending["top_window_views"], reverse=True)

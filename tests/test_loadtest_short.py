@@ -177,3 +177,40 @@ def test_view_check_fails_a_double_and_a_loss_beyond_the_window():
     result = check_views("Postgres", ledger, bad, events, [win], shards=16)
     assert [m.key for m in result.check.mismatches] == ["post 1 views", "post 2 views"]
     assert (result.lost, result.doubled) == (2, 1)
+
+
+def test_short_load_with_visitors_under_the_view_policy_accounts_exactly(tmp_path):
+    proc = run_loadtest(tmp_path, "--users", "8", "--duration", "20s", "--visitors")
+    assert verdict(proc).startswith("VERDICT: PASS"), verdict(proc)
+    assert proc.returncode == 0
+    assert re.search(
+        r"unique_viewers \(after the final flush\) ~ distinct visitors: [1-9]", proc.stdout
+    )
+
+
+def test_ledger_counts_each_visitor_once_per_target_and_every_crawler_view(tmp_path):
+    log = EventLog(tmp_path, "t")
+    for visitor, tid, status in (
+        ("a", 1, 204),
+        ("a", 1, 200),  # a repeat: the pair counts once
+        ("b", 1, 0),  # only unknown: maybe
+        ("b", 2, None),
+        ("b", 2, 204),  # acknowledged later: counts
+        ("c", 1, 404),  # refused
+    ):
+        n = log.sent("view", "post", tid, 7, visitor)
+        if status is not None:
+            log.answered(n, status)
+    for status in (204, 204, 0):
+        log.answered(log.sent("bot_view", "post", 1, 7), status)
+    log.close()
+    ledger = build_ledger(read_events(tmp_path))
+    views = ledger.expected[("view_count", "post", 1)]
+    assert (views.lo, views.hi) == (1, 2)
+    assert (ledger.expected[("view_count", "post", 2)].lo, ledger.viewers()[("post", 2)].lo) == (
+        1,
+        1,
+    )
+    bots = ledger.expected[("bot_view_count", "post", 1)]
+    assert (bots.lo, bots.hi) == (2, 3)
+    assert (ledger.viewers()[("post", 1)].lo, ledger.viewers()[("post", 1)].hi) == (1, 2)

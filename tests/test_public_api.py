@@ -26,6 +26,8 @@ PUBLIC_MODULES = {
     "engine.logs",
     "engine.schema",
     "engine.sqlarrays",
+    "engine.visitors",
+    "engine.flask.visitors",
 }
 # The engine's own white-box tests may look inside it.
 WHITE_BOX = ("tests/engine/", "tests/cluster/")

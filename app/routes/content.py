@@ -14,6 +14,7 @@ from ..counters import counters
 from ..errors import ApiError, bad_request, not_found
 from ..kinds import Kind
 from ..payload import json_object, query_int, text
+from ..viewers import view_visit
 
 TITLE_CHARS = (1, 200)
 CONTENT_CHARS = (0, 100_000)
@@ -128,14 +129,14 @@ def content_blueprint(kind: Kind) -> Blueprint:
         if request.method == "HEAD":  # HEAD is safe: it counts no view
             found = content.get_with_counts(kind, row_id)
         else:
-            found = content.view_and_read(kind, row_id)
+            found = content.view_and_read(kind, row_id, view_visit(kind, row_id))
         if found is None:
             raise not_found(what)
         return item_json(*found)
 
     @bp.post("/<id:row_id>/view")
     def view(row_id: int):
-        if not counters.view(kind.views, row_id):
+        if not counters.view(kind.views, row_id, view_visit(kind, row_id)):
             raise not_found(what)
         return "", 204
 

@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup, escape
 
 from engine import TRENDING_WINDOWS, BufferUnavailable, StoreUnavailable, UnknownWindow
+from engine.flask.visitors import remember_visitor
 
 from .. import content
 from ..counters import counters
@@ -38,6 +39,7 @@ COUNT_LABELS = (
     ("collects_count", "collects"),
     ("shares_count", "shares"),
     ("comments_count", "comments"),
+    ("unique_viewers", "readers"),
 )
 
 
@@ -91,6 +93,7 @@ def home():
         rows = content.newest(kind, HOME_ITEMS)
         counts = counters.read(kind.table, [r.id for r in rows]) if rows else {}
         lists.append((kind, [(r, counts[r.id]) for r in rows if r.id in counts]))
+    remember_visitor()
     return render_template("home.html", lists=lists, labels=COUNT_LABELS)
 
 
@@ -118,6 +121,7 @@ def _item(kind: Kind, row_id: int):
         message = f"There is no {what} with this number. It may have been deleted."
         return page_error(404, f"No such {what}", message)
     row, counts = found
+    remember_visitor()  # the page's beacon then carries the visitor's vid cookie
     return render_template("item.html", kind=kind, row=row, counts=counts, labels=COUNT_LABELS)
 
 

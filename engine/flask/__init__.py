@@ -31,6 +31,7 @@ from ..clients import redis_client
 from ..coalesce import ViewCoalescer
 from ..counters import Counters
 from ..errors import BufferUnavailable, CounterError, LayoutMismatch, StoreUnavailable
+from ..policy import RAW, Visit
 from ..registry import Registry
 
 EXTENSION = "counters"
@@ -108,6 +109,8 @@ class FlaskCounters:
             shards=app.config["COUNTERS_SHARDS"],
             scope=str(app.config["COUNTERS_SCOPE"]),  # from_prefixed_env may give a number
             flush_threads=app.config["COUNTERS_FLUSH_THREADS"],
+            view_policy=app.config["COUNTERS_VIEW_POLICY"],
+            view_window_s=app.config["COUNTERS_VIEW_WINDOW_S"],
             **options,
         )
         durability = self._check_durability(app, counters)
@@ -119,6 +122,9 @@ class FlaskCounters:
         from .cli import counters_cli
 
         app.cli.add_command(counters_cli)
+        from .visitors import init_visitors
+
+        init_visitors(app)
         if error_handlers:
             for exc in (BufferUnavailable, StoreUnavailable):
                 app.register_error_handler(exc, unavailable)
@@ -187,13 +193,20 @@ class FlaskCounters:
         """The ``engine.Counters`` of ``app`` (default: the current app)."""
         return self.state(app).counters
 
-    def view(self, name: str, row_id: int) -> bool:
-        """Count one view of an existing row (``Counters.view``); with
-        COUNTERS_COALESCE_MS set, tallied in this process and pushed in batches."""
+    def view(self, name: str, row_id: int, visit: Visit | None = None) -> bool:
+        """Count one view of an existing row (``Counters.view``), under its view policy
+        given ``visit`` (see :func:`engine.flask.visitors.visit`); with
+        COUNTERS_COALESCE_MS set, views without a policy to apply are tallied in this
+        process and pushed in batches (a policy decides per view, in Redis)."""
         state = self.state()
-        if state.coalescer is not None:
+        counters = state.counters
+        if state.coalescer is not None and (
+            visit is None
+            or counters.view_policy == RAW
+            or counters.registry.get(name).policy is None
+        ):
             return state.coalescer.count(name, row_id)
-        return state.counters.view(name, row_id)
+        return counters.view(name, row_id, visit=visit)
 
     def counted_write(self, name, target_id, statement, delta, *, session=None):
         """``Counters.counted_write`` in ``session`` (default: Flask-SQLAlchemy's)."""

@@ -47,6 +47,7 @@ def process_env(database_url: str, **settings: str) -> dict:
         "REDIS_URL": redis_url(REDIS_DB),
         "COUNTERS_SCOPE": PREFIX,
         "COUNTERS_SHARDS": "4",
+        "COUNTERS_VIEW_POLICY": "raw",  # every view counts; policy tests ask for dedupe
         **settings,
     }
     for key in ("COUNTERS_REDIS_URL", "COUNTERS_REDIS_CLUSTER"):
@@ -75,6 +76,9 @@ def app_config(database_url: str, **overrides) -> dict:
         "CELERY": {"task_default_queue": QUEUE},
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "RATELIMIT_ENABLED": False,  # the limits' own tests turn them on
+        # every view counts, as the tests of counting expect; the view policy's own
+        # tests (test_view_policy.py, browser/test_view_policy_pages.py) turn it on
+        "COUNTERS_VIEW_POLICY": "raw",
         **overrides,
     }
 
@@ -148,15 +152,26 @@ def make_app(app_db, r):
         close_app(app)
 
 
-@pytest.fixture
-def app(make_app):
-    app = make_app()
+def fresh(app):
+    """``app`` on empty tables, its existence index loaded."""
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
+        conn.execute(sa.text("DELETE FROM counter_uniques"))
         conn.execute(sa.text(f"TRUNCATE {', '.join(BUCKET_TABLES)}"))
     app.extensions["counters"].counters.ensure_index()  # as the first scheduled flush does
     return app
+
+
+@pytest.fixture
+def app(make_app):
+    return fresh(make_app())
+
+
+@pytest.fixture
+def policy_app(make_app):
+    """The app with the view policy on, as the site runs by default."""
+    return fresh(make_app(COUNTERS_VIEW_POLICY="dedupe"))
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ ZERO = {
     "collects_count": 0,
     "shares_count": 0,
     "comments_count": 0,
+    "bot_view_count": 0,
+    "unique_viewers": 0,
 }
 
 

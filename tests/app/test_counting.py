@@ -130,6 +130,8 @@ def test_update_post_counts_is_exact_while_deltas_are_pending(client, user, othe
         "collects_count": 1,
         "shares_count": 1,
         "comments_count": 1,
+        "bot_view_count": 0,
+        "unique_viewers": 0,
     }
     assert client.get(f"/api/posts/{post}/counts").json == expected
     flush(client)

@@ -35,8 +35,9 @@ def documented(client) -> set[tuple[str, str]]:
 
 
 def is_page(rule) -> bool:
-    """Pages for people (HTML) and their static files are no part of the API document."""
-    return rule.endpoint == "static" or rule.endpoint.startswith("pages.")
+    """Pages for people (HTML) and their static files are no part of the API document;
+    nor is the operators' dashboard (a page and the data it polls, under its session)."""
+    return rule.endpoint == "static" or rule.endpoint.startswith(("pages.", "counters_dashboard."))
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(app, client):

@@ -9,7 +9,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from engine import Counter, Counters, Registry, schema
+from engine import Counter, Counters, Registry, ViewPolicy, schema
 from tests.servers import redis_url
 
 REDIS_DB = int(os.environ.get("ENGINE_TEST_REDIS_DB", "14"))
@@ -27,6 +27,11 @@ TABLES = [
         item_id bigint NOT NULL REFERENCES items(id) ON DELETE CASCADE,
         user_id bigint NOT NULL,
         UNIQUE (item_id, user_id))""",
+    """CREATE TABLE pages (
+        id bigserial PRIMARY KEY,
+        views bigint NOT NULL DEFAULT 0,
+        bot_views bigint NOT NULL DEFAULT 0,
+        uniques bigint NOT NULL DEFAULT 0)""",
 ]
 
 LIKES_RECOUNT = (
@@ -41,6 +46,10 @@ REGISTRY = Registry(
         Counter("notes", "hits", "nh", trending=True),
     ]
 )
+
+# REGISTRY plus a view counter under a view policy (tests/engine/test_policy.py)
+PAGE_VIEWS = Counter("pages", "views", "gv", policy=ViewPolicy(bots="bot_views", uniques="uniques"))
+POLICY_REGISTRY = Registry([*REGISTRY, PAGE_VIEWS, Counter("pages", "bot_views", "gb")])
 
 
 BUCKET_TABLES = ("counter_hourly", "counter_daily", "counter_window_edges", "counter_window_totals")
@@ -78,9 +87,10 @@ def engine_db(database_factory):
 def sql(engine_db):
     eng = sa.create_engine(engine_db.url, pool_size=10, max_overflow=20)
     with eng.begin() as conn:
-        conn.execute(sa.text("TRUNCATE items, notes, item_likes RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("TRUNCATE items, notes, item_likes, pages RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
         conn.execute(sa.text("DELETE FROM counter_scopes"))
+        conn.execute(sa.text("DELETE FROM counter_uniques"))
         conn.execute(sa.text(f"TRUNCATE {', '.join(BUCKET_TABLES)}"))
     yield eng
     eng.dispose()

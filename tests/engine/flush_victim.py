@@ -1,9 +1,11 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
-python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [cluster]
+python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [policy]
+    [cluster]
 
 ``STAGE@N`` dies at the N-th time the stage is reached (default: the first);
-``MAX_FIELDS`` bounds its batches (``claim_max_fields``); with ``cluster``, REDIS_URL
+``MAX_FIELDS`` bounds its batches (``claim_max_fields``); with ``policy`` it flushes the
+registry with a view policy too (``POLICY_REGISTRY``); with ``cluster``, REDIS_URL
 names a node of a Redis Cluster.
 """
 
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
 from engine import Counters
-from tests.engine.conftest import REGISTRY
+from tests.engine.conftest import POLICY_REGISTRY, REGISTRY
 
 VICTIM_LOCK_TTL_MS = 300  # the flush lock a killed victim leaves expires this fast
 
@@ -39,7 +41,7 @@ def main() -> None:
     counters = Counters(
         client_class.from_url(redis_url),
         sa.create_engine(db_url),
-        REGISTRY,
+        POLICY_REGISTRY if "policy" in rest else REGISTRY,
         shards=int(shards),
         hook=hook,
         flush_lock_ttl_ms=VICTIM_LOCK_TTL_MS,

@@ -1,7 +1,7 @@
 """the counter engine's schema step 0006: time buckets and trending window totals
 
 Revision ID: c6e1b0d4f2a8
-Revises: c4e8a1f2d9b0
+Revises: c3d8e5f1a2b4
 Create Date: 2026-12-07 16:00:00.000000
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "c6e1b0d4f2a8"
-down_revision = "c4e8a1f2d9b0"
+down_revision = "c3d8e5f1a2b4"
 branch_labels = None
 depends_on = None
 
