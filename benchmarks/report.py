@@ -170,6 +170,7 @@ def targets(results: dict) -> dict:
         "largest |PFCOUNT - n| / n over "
         + ", ".join(f"{r['visitors']:,} ({r['error']:+.2%})" for r in hll)
         + " distinct visitors (Redis' HyperLogLog: 0.81% standard error)",
+    )
     trending = _get(results, "trending", "latency_ms") or {}
     p99 = _get(trending, "trending_24h", "p99")
     out["trending_24h_p99_ms"] = _target(

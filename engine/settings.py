@@ -14,8 +14,8 @@ from typing import Any
 
 from .flush import FLUSH_THREADS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
-from .retention import DAILY_RETENTION_DAYS, HOURLY_RETENTION_DAYS, MIN_HOURLY_RETENTION_DAYS
 from .policy import DEDUPE, MODES, WINDOW_S
+from .retention import DAILY_RETENTION_DAYS, HOURLY_RETENTION_DAYS, MIN_HOURLY_RETENTION_DAYS
 
 
 def parse_bool(value: str) -> bool:
