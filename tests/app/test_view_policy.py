@@ -5,6 +5,7 @@ no author's own views; the ``vid`` cookie; bad input leaves no trace."""
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from tests.app.conftest import assert_error, bearer, create, new_user, stored
 
@@ -176,3 +177,30 @@ def test_raw_counts_every_view_and_sets_no_cookie(make_app, user):
         assert response.status_code == 204 and vid_cookie(response) is None
     assert counts(client, post)["view_count"] == 3
     assert counts(client, post)["bot_view_count"] == 0
+
+
+def test_buckets_and_windows_hold_only_the_views_the_policy_counted(app, user, counters, sql):
+    client = app.test_client()
+    post = create(client, user)
+    for _ in range(3):  # three visitors, each viewing twice: three views
+        reader = visitor(app)
+        for _ in range(2):
+            assert reader.post(f"/api/posts/{post}/view", headers=CHROME).status_code == 204
+    crawler = visitor(app)
+    assert crawler.post(f"/api/posts/{post}/view", headers=GOOGLEBOT).status_code == 204
+    own = visitor(app)  # the author's own view
+    headers = {**CHROME, **bearer(user)}
+    assert own.post(f"/api/posts/{post}/view", headers=headers).status_code == 204
+    stats = client.get(f"/api/posts/{post}/stats?window=24h").json
+    assert stats["views"] == 3
+    trending = client.get("/api/posts/trending").json["items"]
+    assert [(i["id"], i["window_views"]) for i in trending] == [(post, 3)]
+    flush(counters)
+    assert stored(sql, "posts", "view_count", post) == 3
+    assert client.get(f"/api/posts/{post}/stats?window=24h").json == stats
+    with sql.connect() as conn:
+        buckets = conn.execute(
+            sa.text("SELECT sum(n) FROM counter_hourly WHERE tbl = 'posts' AND row_id = :id"),
+            {"id": post},
+        ).scalar_one()
+    assert buckets == 3
