@@ -62,9 +62,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery.config_from_object(celery_config(app.config))
     init_celery(celery, counters, app.config)
     celery.set_default()
-    # the site's shared tasks, registered now rather than only when a worker imports
-    # ``include``: a process that sends them by name finds them too
-    celery.loader.import_default_modules()
     app.extensions["celery"] = celery
     return celery
 

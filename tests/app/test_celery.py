@@ -68,7 +68,9 @@ def test_celery_config_is_safe_for_redelivery(app):
 
 
 def test_tasks_have_stable_names_and_the_retry_policy(app):
-    registered = app.extensions["celery"].tasks
+    celery = app.extensions["celery"]
+    celery.loader.import_default_modules()  # the site's tasks, as a worker imports them
+    registered = celery.tasks
     for name in TASKS:
         task = registered[name]
         assert task.max_retries == 5 and task.retry_backoff and task.retry_jitter
