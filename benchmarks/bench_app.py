@@ -38,6 +38,7 @@ from app.kinds import POSTS
 from engine import Counters, ViewCoalescer, redis_client
 from engine.flask.visitors import salt
 from engine.visitors import visit_of
+from harness.agents import BROWSER
 
 COALESCE_INTERVAL_MS = 50
 UPDATE_VIEW = sa.text("UPDATE posts SET view_count = view_count + 1 WHERE id = :id")
@@ -82,10 +83,6 @@ def coalesced(row_id: int):
 
 
 _visitors = itertools.count()
-BROWSER = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
 
 
 @bp.post("/<id:row_id>/policy")

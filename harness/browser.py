@@ -23,6 +23,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from werkzeug.serving import make_server
 
+from harness.agents import desktop_user_agent
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = (
@@ -71,14 +73,6 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def desktop_user_agent(version: str) -> str:
-    """The User-Agent of a desktop Chrome of ``version`` on Linux."""
-    return (
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        f"Chrome/{version} Safari/537.36"
-    )
 
 
 def chromium(workdir: Path) -> webdriver.Chrome:

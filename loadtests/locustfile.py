@@ -29,6 +29,7 @@ from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
+from harness.agents import BROWSER, GOOGLEBOT
 from loadtests.accounting import ABSENT, PRESENT, UNKNOWN, EventLog
 
 ZIPF_S = 1.1  # skew: with 200 posts the hottest gets ~20% of the traffic
@@ -79,11 +80,6 @@ ROLLBACK = os.environ.get("LOADTEST_REDIS_ROLLBACK") == "1"
 VISITORS = os.environ.get("LOADTEST_VISITORS") == "1"
 VISITORS_PER_USER = 3
 BOT_VIEW_P = 0.1
-BROWSER = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 NEW_POST_VIEW_P = 0.3  # share of post views that go to one of the latest new posts
 NEW_POSTS_VIEWED = 10
 new_posts: list[int] = []  # created by this process's users, newest last

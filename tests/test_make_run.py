@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from harness.agents import BROWSER
 from harness.embedded import process_alive, read_pid, stop_servers
 from harness.ports import free_port
 from harness.processes import NotReady, spawn, wait_http
@@ -41,11 +43,20 @@ VIEWS = 5
 pytestmark = pytest.mark.timeout(300)
 
 
-def call(method: str, url: str, body: dict | None = None, token: str | None = None):
-    """One request; returns (status, parsed JSON body or None)."""
-    headers = {"Content-Type": "application/json"}
+def call(
+    method: str,
+    url: str,
+    body: dict | None = None,
+    token: str | None = None,
+    visitor: str | None = None,
+):
+    """One request (from a browser, as ``visitor``'s ``vid`` cookie when given); returns
+    (status, parsed JSON body or None)."""
+    headers = {"Content-Type": "application/json", "User-Agent": BROWSER}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if visitor:
+        headers["Cookie"] = f"vid={visitor}"
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
@@ -105,8 +116,9 @@ def test_make_run_embedded_serves_flushes_views_to_postgres_and_stops_cleanly():
             "POST", f"{base}/api/posts", {"title": "hello", "content": "x"}, user["token"]
         )
         assert status == 201, post
-        for _ in range(VIEWS):
-            assert call("POST", f"{base}/api/posts/{post['id']}/view")[0] == 204
+        for _ in range(VIEWS):  # distinct visitors: the view policy counts each once
+            visitor = secrets.token_urlsafe(16)
+            assert call("POST", f"{base}/api/posts/{post['id']}/view", visitor=visitor)[0] == 204
 
         engine = sa.create_engine(db_url)
         try:

@@ -7,15 +7,12 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from harness.agents import BROWSER
+from harness.agents import GOOGLEBOT as GOOGLEBOT_UA
 from tests.app.conftest import assert_error, bearer, create, new_user, stored
 
-CHROME = {
-    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-}
-GOOGLEBOT = {
-    "User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-}
+CHROME = {"User-Agent": BROWSER}
+GOOGLEBOT = {"User-Agent": GOOGLEBOT_UA}
 YEAR_S = 365 * 24 * 3600
 
 

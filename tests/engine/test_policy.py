@@ -13,16 +13,13 @@ import sqlalchemy as sa
 
 from engine import Counters, Visit
 from engine.visitors import is_crawler, visit_of
+from harness.agents import BROWSER as CHROME
+from harness.agents import GOOGLEBOT
 from tests.engine.conftest import POLICY_REGISTRY, seed, stored
 from tests.engine.test_faults import wait_out_victim_lock
 from tests.servers import ROOT
 
 VIEWS = "pages.views"
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-CHROME = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import time
 import pytest
 from selenium.webdriver.common.by import By
 
+from harness.agents import GOOGLEBOT
 from tests.app.conftest import create
 
 from .conftest import wait_until
 from .test_item_page import beacon_state, open_and_wait_for_count, shown_views
 
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 YEAR_S = 365 * 24 * 3600
 
 
