@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+import uuid
 
 import sqlalchemy as sa
 
@@ -83,7 +84,10 @@ def seed(app, posts: int, per_post: int) -> dict:
     from engine import WINDOWS
 
     client = app.test_client()
-    user = client.post("/api/users", json={"username": "bench"}).get_json()
+    # a name of its own: other parts of the run sign up in the same database
+    answer = client.post("/api/users", json={"username": f"trend_{uuid.uuid4().hex[:8]}"})
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    user = answer.get_json()
     now_hour = current_hour()
     started = time.perf_counter()
     with app.app_context(), db.engine.begin() as conn:
