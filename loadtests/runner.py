@@ -178,6 +178,7 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
             seed = dataclasses.replace(seed, posts=seed.posts + created)
         keys = verify.stored_counters(sql, seed)
         live = verify.live_counters(stack.base_url, keys)
+        windows = verify.window_views(stack.base_url, seed)
         drained, drain_s, backlog = _wait_drained(stack, opts, load_ended)
         monitor.stop()
         if rollback is not None:
@@ -192,6 +193,8 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
                 verify.check_stored(ledger, stored),
                 verify.check_recounts(stored, verify.recounts(sql, stored)),
                 verify.check_rows(ledger, verify.action_rows(sql), stored),
+                verify.check_buckets(sql, seed),
+                verify.check_windows(windows, verify.window_views(stack.base_url, seed)),
             ]
             if opts.visitors:
                 result.checks.append(verify.check_uniques(ledger, sql, seed))
