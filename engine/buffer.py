@@ -140,7 +140,13 @@ class RoundTrip:
         missing = [c for c in self._calls if isinstance(replies[c[0]], NoScriptError)]
         if missing:
             for script in {c[1] for c in missing}:
-                self.redis.script_load(script.script)  # on every primary of a cluster
+                # a script may need more than loading (engine/readmodel.py: a Redis that
+                # lost its scripts may have come back older: its read models are void)
+                load = getattr(script, "load_with", None)
+                if load is not None:
+                    load()
+                else:
+                    self.redis.script_load(script.script)  # on every primary of a cluster
             again = self.redis.pipeline(transaction=False)
             for _, script, keys, args in missing:
                 again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -189,6 +195,7 @@ class Buffer:
         on_unknown_layout=None,
         claim_max_fields: int = CLAIM_MAX_FIELDS,
         bucketed_codes: str = "",
+        read_model_tables: Sequence[str] = (),
     ) -> None:
         if claim_max_fields < 1:
             raise ValueError("claim_max_fields must be at least 1")
@@ -196,6 +203,8 @@ class Buffer:
         self.keys = keys
         self.claim_max_fields = claim_max_fields
         self.bucketed_codes = bucketed_codes  # ",c1,c2,": codes whose deltas keep buckets
+        # code, table, …: where a release folds a batch into the rows' read models
+        self.read_model_tables = list(read_model_tables)
         # sets up the layout of a Redis that has none (Counters: from Postgres)
         self.on_unknown_layout = on_unknown_layout or self._adopt_own_layout
         # starts a shard's lineage when a wiped Redis takes its first increment
@@ -441,10 +450,13 @@ class Buffer:
         """Forget a batch that Postgres holds; a no-op unless it is still the inflight one.
 
         With ``gen``, the shard takes that lineage too (in the same script): the flush
-        found this Redis behind Postgres (engine/lineage.py).
+        found this Redis behind Postgres (engine/lineage.py), and the shard's read models
+        are forgotten. Otherwise the batch is folded into the read models of its rows
+        (engine/readmodel.py) as it leaves.
         """
-        keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
-        args = [token] if gen is None else [token, gen]
+        k = self.keys
+        keys = [k.inflight(shard), k.batch(shard), k.gen(shard), k.read_model_state(shard)]
+        args = [token, gen or "", k.read_model_prefix(shard), *self.read_model_tables]
         with redis_errors(f"release shard {shard}"):
             return bool(self._release(keys=keys, args=args))
 

@@ -21,6 +21,8 @@ from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
 from .layout import Layout
 from .live import LiveReader
 from .policy import DEDUPE, DEDUPE_BUCKETS, MODES, RAW, WINDOW_S, Rule, Visit
+from .readmodel import DEFAULT_TTL_S as DEFAULT_READ_MODEL_TTL_S
+from .readmodel import ReadModel
 from .reconcile import Reconciler, ReconcileResult
 from .registry import Registry
 from .retention import CHUNK_ROWS, HOURLY_RETENTION_DAYS, Retention, RetentionResult
@@ -65,7 +67,9 @@ class Counters:
     ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
     ``view_policy`` (``"dedupe"`` or ``"raw"``), ``view_window_s`` and ``dedupe_buckets``
     govern the counters that have a ``ViewPolicy`` (engine/policy.py): with ``"raw"``
-    every view counts, as if they had none.
+    every view counts, as if they had none. ``read_model_ttl_s`` (0: off) keeps what a
+    page shows of a row in Redis, exact (engine/readmodel.py), for that long after it
+    was last read from Postgres.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Counters:
         view_policy: str = DEDUPE,
         view_window_s: int = WINDOW_S,
         dedupe_buckets: int = DEDUPE_BUCKETS,
+        read_model_ttl_s: int = DEFAULT_READ_MODEL_TTL_S,
     ) -> None:
         if view_policy not in MODES:
             raise ValueError(f"view_policy must be one of {MODES}, not {view_policy!r}")
@@ -99,13 +104,21 @@ class Counters:
         self.layout = Layout(redis, sql, self.keys)
         # without Postgres (a Redis-only benchmark), a shard takes this process' count
         setup = self.layout.check if sql is not None else None
-        self.buffer = Buffer(redis, self.keys, setup, claim_max_fields, registry.bucketed_codes())
+        self.buffer = Buffer(
+            redis,
+            self.keys,
+            setup,
+            claim_max_fields,
+            registry.bucketed_codes(),
+            [x for c in registry for x in (c.code, c.table)],
+        )
+        self.read_model = ReadModel(self.buffer, read_model_ttl_s)
         self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
             self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
         )  # the flush also stores the unique-viewer estimates (engine/uniques.py)
-        self.live = LiveReader(self.buffer, sql, registry, scope)
-        self.reconciler = Reconciler(self.buffer, sql, registry, scope)
+        self.live = LiveReader(self.buffer, sql, registry, scope, self.read_model)
+        self.reconciler = Reconciler(self.buffer, sql, registry, scope, model=self.read_model)
         self.windows = WindowReader(self.buffer, sql, scope)
         self.retention = Retention(sql, registry, scope, hook)
         self.stats = Stats(redis, self.keys)
@@ -259,8 +272,21 @@ class Counters:
 
     def deleted(self, table: str, ids: Iterable[int]) -> None:
         """Record deleted rows (after their DELETE committed); their pending deltas are
-        dropped by the next flush."""
-        self.existence.unmark(table, [i for i in ids if _bigint(i)])
+        dropped by the next flush, their read models now."""
+        ids = [i for i in ids if _bigint(i)]
+        self.existence.unmark(table, ids)
+        self.read_model.forget(table, ids)
+
+    def read_model_stats(self) -> dict[str, int]:
+        """The read model's reads (``hit``, ``miss``) and fills (``filled``, ``fenced``)
+        across every process (engine/readmodel.py), from Redis."""
+        return self.read_model.stats()
+
+    def changed(self, table: str, ids: Iterable[int]) -> None:
+        """Forget the read models of rows whose columns changed (after the UPDATE
+        committed): a page reads them from Postgres again. Counter columns changed
+        other than through the engine need it too."""
+        self.read_model.forget(self.registry.checked_table(table), [i for i in ids if _bigint(i)])
 
     def missing_indexes(self) -> list[str]:
         """Indexed tables whose existence index Redis has lost (one round trip each)."""
@@ -602,6 +628,7 @@ class Counters:
             existence.drop(table, span)
             index[table] = existence.load(table)
         self.layout.switch(old, new_shards)
+        ReadModel(target).forget_all()  # rows move shards: no read model is kept
         self.layout.set_all(span, str(new_shards))
         result = {"from": old, "to": new_shards, "batches": batches, "index": index}
         log.warning(

@@ -22,6 +22,13 @@ single Redis Cluster slot and its Lua scripts touch one node.
                                ints; bucket b of the shard's (engine/policy.py)
     {ctr:7}:uv:<code>:<id> hll unique viewers of one row (engine/uniques.py)
     {ctr:7}:uvtmp        str   scratch key of the uniques merge script (deleted by it)
+    {ctr:7}:rm           hash  the shard's read model state (engine/readmodel.py): "l" its
+                               life token, "v" bumped at each release and invalidation,
+                               "r" seq of the last batch released; "hit",
+                               "filled", "fenced": reads and fills (a metric)
+    {ctr:7}:rm:posts:<id> hash a row's read model (TTL): "_l" life token of its fill, the
+                               counters' stored values by code, ".<column>" JSON values;
+                               release.lua builds it as "<prefix><table>:<id>"
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
     {ctr}:runs:flush     list  the last busy flushes' summaries, newest first (capped)
     {ctr}:runs:reconcile list  the last reconciles' summaries, newest first (capped)
@@ -45,6 +52,15 @@ MAX_BIT_OFFSET = 2**32 - 1
 
 BUCKET_SEP = "@"  # "<id>:<code>@<hour>": a time bucket's delta; incr.lua spells it too
 HOUR_MS = 3_600_000
+
+# Read model fields (engine/readmodel.py); its scripts and release.lua spell them too.
+RM_LIFE = "l"  # state: the life token rows must carry to be read
+RM_VERSION = "v"  # state: bumped by every release and invalidation (a fill's fence)
+RM_RELEASED = "r"  # state: seq of the shard's last released batch
+RM_ROW_LIFE = "_l"  # row: the life token it was filled under
+RM_COLUMN = "."  # row: "<RM_COLUMN><column>" holds a column's value as JSON
+# state: reads that found their row, rows filled from Postgres and fills fenced off
+RM_HITS, RM_FILLED, RM_FENCED = "hit", "filled", "fenced"
 
 DRAINING = "draining:"  # a shard's layout while a reshard empties it ("draining:<new>")
 
@@ -111,6 +127,17 @@ class Keys:
 
     def uniques_scratch(self, shard: int) -> str:
         return f"{self._tag(shard)}:uvtmp"
+
+    def read_model_state(self, shard: int) -> str:
+        return f"{self._tag(shard)}:rm"
+
+    def read_model_prefix(self, shard: int) -> str:
+        """What a row's read model key starts with (release.lua appends "<table>:<id>")."""
+        return f"{self._tag(shard)}:rm:"
+
+    def read_model(self, table: str, row_id: int) -> str:
+        """The read model of one row (engine/readmodel.py)."""
+        return f"{self.read_model_prefix(self.shard_of(row_id))}{table}:{row_id}"
 
     def exists(self, shard: int, table: str) -> str:
         return f"{self._tag(shard)}:ex:{table}"

@@ -15,17 +15,21 @@ read is retried.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from .buffer import LAYOUT_UNKNOWN, Buffer, Outcome, RoundTrip, Unapplied
-from .errors import redis_errors, sql_errors
+from .errors import BufferUnavailable, redis_errors, sql_errors
 from .keys import field
 from .lineage import APPLIED, NEW_GEN, Ledger, fate, successor_fate
 from .policy import Rule
+from .readmodel import ReadModel
 from .registry import IDENT, Counter, Registry
 from .sqlarrays import int_array
+
+log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3
 
@@ -88,11 +92,19 @@ def snapshot_consistent(snap: Unapplied, applied_seq: int) -> bool:
 
 
 class LiveReader:
-    def __init__(self, buffer: Buffer, sql: sa.Engine, registry: Registry, scope: str) -> None:
+    def __init__(
+        self,
+        buffer: Buffer,
+        sql: sa.Engine,
+        registry: Registry,
+        scope: str,
+        model: ReadModel | None = None,
+    ) -> None:
         self.buffer = buffer
         self.sql = sql
         self.registry = registry
         self.scope = scope
+        self.model = model if model is not None and model.enabled else None
 
     def _fields(self, counters: list[Counter], ids: Sequence[int]) -> dict[int, list[str]]:
         by_shard: dict[int, list[str]] = {}
@@ -132,6 +144,10 @@ class LiveReader:
         A view counter's unique-viewer estimate (engine/uniques.py) is the larger of its
         column and the row's HyperLogLog (``PFCOUNT``, in the same round trip): after a
         Redis wipe the column holds what the flush stored until the flush merges it back.
+
+        With the read model (engine/readmodel.py), the rows' stored values and columns
+        come from Redis in the same round trip; Postgres is asked only when a row is not
+        there, and that row is then filled.
         """
         for name in columns:
             if not IDENT.match(name):
@@ -156,6 +172,9 @@ class LiveReader:
                         trip.pipe.pfcount(self.buffer.keys.uniques(row_id, c.code))
                 estimates = len(uniques) * len(ids)
                 self.buffer.unapplied(by_shard, trip=trip)
+                cached = self.model.fields(counters, columns + unique_columns) if self.model else []
+                for row_id in ids if self.model else ():
+                    self.model.queue(trip, table, row_id, cached)
                 replies = trip.execute()
             if pending_bump:
                 reply = replies.pop(0)
@@ -169,7 +188,10 @@ class LiveReader:
                     return outcome, {}, {}
                 pending_bump = False
             counted, replies = replies[:estimates], replies[estimates:]
-            snaps = self.buffer.parse_unapplied(shards, by_shard, replies)
+            models = [self.model.parse(r, len(counters)) for r in replies[len(shards) :]]
+            snaps = self.buffer.parse_unapplied(shards, by_shard, replies[: len(shards)])
+            if models and all(m[1] is not None for m in models):
+                return outcome, *self._from_model(counters, ids, columns, models, snaps, counted)
             stored = self._stored(table, counters, ids, columns + unique_columns)
             if attempt < READ_ATTEMPTS - 1 and not all(
                 snapshot_consistent(snaps[self.buffer.keys.shard_of(i)], ledger.applied_seq)
@@ -188,5 +210,41 @@ class LiveReader:
                 for k, (c, value) in enumerate(zip(uniques, extra[len(columns) :], strict=True)):
                     redis_count = counted[k * len(ids) + position[row_id]]
                     out[row_id][c.policy.uniques] = max(value, redis_count)
+            if models:
+                self._fill(table, ids, stored, cached, models)
             return outcome, out, rows
         raise AssertionError("unreachable")
+
+    def _from_model(self, counters, ids, columns, models, snaps, counted):
+        """Live counts and columns of rows all found in the read model: stored values
+        plus pending and inflight deltas (a release folds a batch in as it drops it)."""
+        uniques = self.registry.uniques_of(counters[0].table)
+        out, rows = {}, {}
+        for i, (row_id, (_, stored, extra)) in enumerate(zip(ids, models, strict=True)):
+            snap = snaps[self.buffer.keys.shard_of(row_id)]
+            counts = {}
+            for c, value in zip(counters, stored, strict=True):
+                name = field(row_id, c.code)
+                counts[c.column] = value + snap.pending.get(name, 0) + snap.inflight.get(name, 0)
+            for k, c in enumerate(uniques):
+                counts[c.policy.uniques] = max(extra[len(columns) + k], counted[k * len(ids) + i])
+            out[row_id] = counts
+            rows[row_id] = dict(zip(columns, extra[: len(columns)], strict=False))
+        return out, rows
+
+    def _fill(self, table, ids, stored, fields, models) -> None:
+        """Fill the read models of the rows Postgres gave that Redis lacked."""
+        calls = []
+        for row_id, (version, cached, _) in zip(ids, models, strict=True):
+            if cached is not None or row_id not in stored:
+                continue
+            values, ledger, extra = stored[row_id]
+            call = self.model.fill_call(
+                table, row_id, version, ledger.applied_seq, fields, [*values, *extra]
+            )
+            if call is not None:
+                calls.append(call)
+        try:
+            self.model.fill(calls)
+        except BufferUnavailable as exc:  # the answer stands; the next read fills it
+            log.info("read model fill failed: %s", exc)

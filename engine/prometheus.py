@@ -108,6 +108,7 @@ class CountersCollector:
             snap = self.counters.shared_stats()
             backlog = self.counters.backlog()
             durability = self.counters.durability()
+            read_model = self.counters.read_model_stats()
         except CounterError as exc:
             log.warning("metrics: counter buffer unavailable: %s", exc)
             up.add_metric([], 0)
@@ -117,6 +118,7 @@ class CountersCollector:
         yield up
         now_s = time.time()
         yield from self._durability(durability)
+        yield from self._read_model(read_model)
         yield self._accepted(snap["accepted"])
         yield self._held(snap["held"])
         for key, name, doc in TOTALS:
@@ -173,6 +175,26 @@ class CountersCollector:
             families["evicts"].add_metric([node["node"]], int(policy.startswith("allkeys")))
         yield info
         yield from families.values()
+
+    @staticmethod
+    def _read_model(stats: dict[str, int]) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            "counter_read_model_reads",
+            "Row reads that found the row in the read model (hit) or asked Postgres (miss).",
+            labels=["result"],
+        )
+        fills = CounterMetricFamily(
+            "counter_read_model_fills",
+            "Rows read from Postgres and put in the read model (filled), or not because a "
+            "flush or an invalidation raced the read (fenced).",
+            labels=["result"],
+        )
+        for name in ("hit", "miss"):
+            reads.add_metric([name], stats[name])
+        for name in ("filled", "fenced"):
+            fills.add_metric([name], stats[name])
+        yield reads
+        yield fills
 
     def _accepted(self, accepted: dict[str, int]) -> Metric:
         family = CounterMetricFamily(

@@ -33,6 +33,7 @@ from .flush import APPLY_SETTINGS, add_deltas
 from .keys import field as delta_field
 from .lineage import Ledger
 from .live import ledger_of, unapplied_delta
+from .readmodel import ReadModel
 from .registry import Counter, Registry
 from .sqlarrays import int_array
 
@@ -80,7 +81,9 @@ class Reconciler:
         registry: Registry,
         scope: str,
         chunk_rows: int = CHUNK_ROWS,
+        model: ReadModel | None = None,
     ) -> None:
+        self.model = model
         self.buffer = buffer
         self.sql = sql
         self.registry = registry
@@ -167,3 +170,13 @@ class Reconciler:
             if drift:
                 conn.execute(APPLY_SETTINGS)
                 add_deltas(conn, table, drift)
+                # before the commit too: a Redis lost between the commit and the second
+                # call then leaves only fills that raced this very transaction
+                self._forget(table, drift)
+        if drift:
+            self._forget(table, drift)
+
+    def _forget(self, table: str, ids) -> None:
+        """The corrected rows' read models are void (engine/readmodel.py)."""
+        if self.model is not None:
+            self.model.forget(table, ids)

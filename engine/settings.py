@@ -15,6 +15,7 @@ from typing import Any
 from .flush import FLUSH_THREADS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
 from .policy import DEDUPE, MODES, WINDOW_S
+from .readmodel import DEFAULT_TTL_S as READ_MODEL_TTL_S
 from .retention import DAILY_RETENTION_DAYS, HOURLY_RETENTION_DAYS, MIN_HOURLY_RETENTION_DAYS
 
 
@@ -118,6 +119,13 @@ SETTINGS: tuple[Setting, ...] = (
         "s; a visitor's repeat views of a row within this window add nothing",
     ),
     Setting(
+        "COUNTERS_READ_MODEL_TTL_S",
+        READ_MODEL_TTL_S,
+        int,
+        "s a row's read model (its stored counts and page columns, kept exact in Redis "
+        "by the flush) lives after it was read from Postgres; 0 = off: pages read Postgres",
+    ),
+    Setting(
         "COUNTERS_VISITOR_SALT",
         None,
         str,
@@ -169,5 +177,7 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError(f"COUNTERS_VIEW_POLICY must be one of {', '.join(MODES)}")
     if config["COUNTERS_VIEW_WINDOW_S"] < 1:
         raise ValueError("COUNTERS_VIEW_WINDOW_S must be at least 1 (seconds)")
+    if config["COUNTERS_READ_MODEL_TTL_S"] < 0:
+        raise ValueError("COUNTERS_READ_MODEL_TTL_S must be 0 (off) or positive (seconds)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")

@@ -68,6 +68,7 @@ def verify_rollback(
         counters,
         verify.check_recounts(stored, verify.recounts(sql, stored)),
         verify.check_rows(ledger, verify.action_rows(sql), stored),
+        verify.check_served(verify.live_counters(stack.base_url, stored), stored),
         views_not_found(events),
         unavailable_only_when_down(events, faults.restarts),
     ]

@@ -195,6 +195,7 @@ def _run(opts: Options, out: Path, servers: Servers, stack: Stack, result: Outco
                 verify.check_rows(ledger, verify.action_rows(sql), stored),
                 verify.check_buckets(sql, seed),
                 verify.check_windows(windows, verify.window_views(stack.base_url, seed)),
+                verify.check_served(verify.live_counters(stack.base_url, stored), stored),
             ]
             if opts.visitors:
                 result.checks.append(verify.check_uniques(ledger, sql, seed))

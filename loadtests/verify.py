@@ -271,3 +271,13 @@ def check_live(ledger: Ledger, live: Values, keys: Values) -> Check:
     for key in sorted(set(keys) - set(live)):
         check.mismatches.append(Mismatch("live", str(key), "a count", "missing"))
     return check
+
+
+def check_served(served: Values, stored: Values) -> Check:
+    """After the last flush the API serves what Postgres holds: the read model a page
+    reads (engine/readmodel.py) agrees with the table, after chaos too."""
+    check = Check("API counts after the last flush (read model) == Postgres", len(stored))
+    for key in sorted(stored):
+        if served.get(key) != stored[key]:
+            check.mismatches.append(Mismatch("served", str(key), stored[key], served.get(key)))
+    return check

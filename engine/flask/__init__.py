@@ -111,6 +111,7 @@ class FlaskCounters:
             flush_threads=app.config["COUNTERS_FLUSH_THREADS"],
             view_policy=app.config["COUNTERS_VIEW_POLICY"],
             view_window_s=app.config["COUNTERS_VIEW_WINDOW_S"],
+            read_model_ttl_s=app.config["COUNTERS_READ_MODEL_TTL_S"],
             **options,
         )
         durability = self._check_durability(app, counters)

@@ -273,3 +273,24 @@ def assert_error(response, status: int, error: str | None = None) -> None:
     assert isinstance(response.json["message"], str)
     if error is not None:
         assert response.json["error"] == error
+
+
+def request_costs(sql: sa.Engine, monkeypatch, send):
+    """``(response, Redis commands sent, SQL statements)`` of ``send()``: a pipeline is
+    one send, that is one round trip."""
+    sent, statements = [], []
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    sa.event.listen(sql, "before_cursor_execute", listener)
+    try:
+        response = send()
+    finally:
+        sa.event.remove(sql, "before_cursor_execute", listener)
+        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", original)
+    return response, len(sent), len(statements)

@@ -14,7 +14,8 @@ def warm_then_cut(client, user, make_app, pg_proxy, idle_s: float):
     then every pooled connection cut. Returns (page client, post, connects, pooled)."""
     proxy, url = pg_proxy
     post = create(client, user)
-    app = make_app(DATABASE_URL=url, DATABASE_PING_IDLE_S=idle_s)
+    # without the read model, so that every page asks Postgres
+    app = make_app(DATABASE_URL=url, DATABASE_PING_IDLE_S=idle_s, COUNTERS_READ_MODEL_TTL_S=0)
     connects = []
     with app.app_context():
         sa.event.listen(db.engine, "connect", lambda *_: connects.append(1))

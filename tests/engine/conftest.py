@@ -3,6 +3,7 @@ a recount source, Redis db 14 (ours: flushed before and after each test)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -10,6 +11,7 @@ import redis
 import sqlalchemy as sa
 
 from engine import Counter, Counters, Registry, ViewPolicy, schema
+from harness.redis_server import RedisProcess
 from tests.servers import redis_url
 
 REDIS_DB = int(os.environ.get("ENGINE_TEST_REDIS_DB", "14"))
@@ -18,7 +20,9 @@ TABLES = [
     """CREATE TABLE items (
         id bigserial PRIMARY KEY,
         hits bigint NOT NULL DEFAULT 0,
-        likes bigint NOT NULL DEFAULT 0)""",
+        likes bigint NOT NULL DEFAULT 0,
+        title text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now())""",
     """CREATE TABLE notes (
         id bigserial PRIMARY KEY,
         hits bigint NOT NULL DEFAULT 0)""",
@@ -106,6 +110,15 @@ def r():
 
 
 @pytest.fixture
+def server(tmp_path):
+    """A redis-server of the test's own that saves RDB dumps (harness/redis_server.py)."""
+    proc = RedisProcess.rdb(tmp_path / "redis")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
 def victim_redis() -> list[str]:
     """The flush_victim arguments that reach the Redis of ``r`` (tests/cluster overrides)."""
     return [redis_url(REDIS_DB)]
@@ -122,6 +135,18 @@ def make_counters(r, sql):
 @pytest.fixture
 def counters(make_counters) -> Counters:
     return make_counters()
+
+
+@contextlib.contextmanager
+def sql_statements(sql: sa.Engine):
+    """The SQL statements sent on ``sql`` inside the block, as a list filled as they go."""
+    sent: list[str] = []
+    listener = lambda *args: sent.append(args[2])  # noqa: E731
+    sa.event.listen(sql, "before_cursor_execute", listener)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(sql, "before_cursor_execute", listener)
 
 
 def seed(sql: sa.Engine, table: str, n: int) -> list[int]:

@@ -7,10 +7,44 @@ from importlib import resources
 import pytest
 import sqlalchemy as sa
 
-from engine.keys import BASE_FIELD, BUCKET_SEP, DRAINING, META_FIELDS, OLDEST_FIELD, Keys
+from engine.keys import (
+    BASE_FIELD,
+    BUCKET_SEP,
+    DRAINING,
+    META_FIELDS,
+    OLDEST_FIELD,
+    RM_COLUMN,
+    RM_FENCED,
+    RM_FILLED,
+    RM_HITS,
+    RM_LIFE,
+    RM_RELEASED,
+    RM_ROW_LIFE,
+    RM_VERSION,
+    Keys,
+)
 
-SCRIPTS = ("incr.lua", "claim.lua", "assign.lua", "read.lua", "mark.lua", "count_buckets.lua")
+SCRIPTS = (
+    "incr.lua",
+    "claim.lua",
+    "assign.lua",
+    "read.lua",
+    "mark.lua",
+    "count_buckets.lua",
+    "release.lua",
+    "rm_read.lua",
+    "rm_fill.lua",
+    "rm_forget.lua",
+)
 MIRRORS = {
+    "RM_LIFE": RM_LIFE,
+    "RM_VERSION": RM_VERSION,
+    "RM_RELEASED": RM_RELEASED,
+    "RM_ROW_LIFE": RM_ROW_LIFE,
+    "RM_COLUMN": RM_COLUMN,
+    "RM_HITS": RM_HITS,
+    "RM_FILLED": RM_FILLED,
+    "RM_FENCED": RM_FENCED,
     "OLDEST": OLDEST_FIELD,
     "BASE": BASE_FIELD,
     "DRAINING": DRAINING,

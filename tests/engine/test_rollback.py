@@ -8,19 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Counters, Outcome
-from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
 from tests.engine.test_faults import run_victim, wait_out_victim_lock
 from tests.engine.test_reconcile import like
-
-
-@pytest.fixture
-def server(tmp_path):
-    proc = RedisProcess.rdb(tmp_path / "redis")
-    proc.start()
-    yield proc
-    proc.stop()
-
 
 LOCK_TTL_MS = 300  # a dump taken mid-flush restores that flush's lock: let it lapse soon
 

@@ -7,19 +7,8 @@ the flush log keeps them. The flush counts the drops in the ledger row instead, 
 transaction that drops the batch.
 """
 
-import pytest
-
-from harness.redis_server import RedisProcess
 from tests.engine.conftest import seed
 from tests.engine.test_rollback import counters_on, hits, restart_older
-
-
-@pytest.fixture
-def server(tmp_path):
-    proc = RedisProcess.rdb(tmp_path / "redis")
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def test_drops_of_a_rollback_stay_counted_after_a_second_rollback(server, sql):
