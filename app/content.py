@@ -111,6 +111,35 @@ def newest(kind: Kind, limit: int) -> list[sa.Row]:
     return list(db.session.execute(query))
 
 
+def _forget(kind: Kind, row_id: int) -> None:
+    try:
+        counters.changed(kind.table, [row_id])
+    except CounterError:  # pages read Postgres anyway while Redis is away
+        log.warning("could not void the read model of %s %d", kind.table, row_id, exc_info=True)
+
+
+def edit(kind: Kind, row_id: int, user_id: int, changes: dict[str, str]) -> bool:
+    """Change a row's title and/or content; False when it is not there.
+
+    The row's read model is voided before the commit and after it (engine
+    ``Counters.changed``): a page never shows the old text once the edit is answered.
+    """
+    m = kind.model
+    conn = db.session.connection()
+    author = conn.execute(sa.select(m.author_id).where(m.id == row_id).with_for_update()).scalar()
+    if author is None:
+        db.session.rollback()
+        return False
+    if author != user_id:
+        db.session.rollback()
+        raise NotAuthor()
+    conn.execute(sa.update(m).where(m.id == row_id).values(**changes))
+    _forget(kind, row_id)
+    db.session.commit()
+    _forget(kind, row_id)
+    return True
+
+
 def delete(kind: Kind, row_id: int, user_id: int) -> bool:
     """Delete a row, its actions and (by cascade) its comments; False when it is not there.
 

@@ -135,6 +135,13 @@ def content_paths(kind: Kind) -> dict:
                 {"200": ok("found", ref(item)), **errors(401, 404)},
                 description=VIEW_POLICY,
             ),
+            "patch": op(
+                f"Edit a {kind.target_type}'s title and/or content (its author only); "
+                "answers it with its live counts, counting no view",
+                {"200": ok("edited", ref(item)), **errors(400, 401, 403, 404, 413)},
+                security=USER,
+                requestBody=body(ref("ItemEdit")),
+            ),
             "delete": op(
                 f"Delete a {kind.target_type} (its author only)",
                 {"204": ok("deleted"), **errors(401, 403, 404)},
@@ -281,6 +288,25 @@ def schemas() -> dict:
                 },
             }
         ),
+        "ItemEdit": {
+            **obj(
+                {
+                    "title": {
+                        "type": "string",
+                        "minLength": TITLE_CHARS[0],
+                        "maxLength": TITLE_CHARS[1],
+                    },
+                    "content": {
+                        "type": "string",
+                        "minLength": CONTENT_CHARS[0],
+                        "maxLength": CONTENT_CHARS[1],
+                    },
+                },
+                [],
+            ),
+            "minProperties": 1,
+            "additionalProperties": False,
+        },
         "NewComment": obj(
             {
                 "content": {

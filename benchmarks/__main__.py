@@ -28,7 +28,7 @@ from .progress import Progress
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("http", "flush", "memory", "policy", "trending")
 QUICK_FLUSH = {"sizes": (100, 1_000), "reps": 1, "big": (10_000, 100)}
-QUICK_MEMORY = {"pending": 2_000, "shard_counts": (16, 256)}
+QUICK_MEMORY = {"pending": 2_000, "shard_counts": (16, 256), "read_model_rows": 2_000}
 QUICK_POLICY = {"sizes": (1_000, 5_000)}
 QUICK_TRENDING = {"posts": 2_000, "per_post": 4, "requests": 30, "pending": 200}
 
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                 sizes = QUICK_FLUSH if quick else {}
                 part("flush", lambda: flush_bench.run(env, progress=progress, **sizes))
         if "memory" in parts:
-            with progress.step("memory: Redis bytes per pending counter by shard count"):
+            with progress.step("memory: Redis bytes per pending counter and per read model row"):
                 sizes = QUICK_MEMORY if quick else {}
                 part("memory", lambda: memory_bench.run(env, code="pv", progress=progress, **sizes))
         if "policy" in parts:

@@ -372,6 +372,20 @@ def markdown(results: dict) -> str:
                 f"{r['bytes_per_counter']} | {r['used_memory_growth_per_counter']} |"
             )
         lines.append("")
+        if mem.get("read_model"):
+            lines += [
+                "Read model (`engine/readmodel.py`): `used_memory` growth per row filled, "
+                "`MEMORY USAGE` of a sample beside it.",
+                "",
+                "| rows | what a row keeps | fields | bytes per row | MEMORY USAGE | total |",
+                "|---:|---|---:|---:|---:|---:|",
+            ]
+            for r in mem["read_model"]:
+                lines.append(
+                    f"| {r['rows']:,} | {r['kind']} | {r['fields']} | {r['bytes_per_row']} | "
+                    f"{r['memory_usage_per_row']} | {r['total_mb']} MB |"
+                )
+            lines.append("")
     pol = results.get("policy")
     if pol:
         lines += [

@@ -147,6 +147,24 @@ def content_blueprint(kind: Kind) -> Blueprint:
             raise not_found(what)
         return found
 
+    @bp.patch("/<id:row_id>")
+    @user_required
+    def edit(row_id: int):
+        data = json_object()
+        limits = {"title": TITLE_CHARS, "content": CONTENT_CHARS}
+        unknown = sorted(set(data) - set(limits))
+        if unknown or not data:
+            raise bad_request("give title and/or content, nothing else", "bad_fields")
+        changes = {name: text(data, name, *limits[name]) for name in sorted(data)}
+        try:
+            edited = content.edit(kind, row_id, g.user_id, changes)
+        except content.NotAuthor:
+            raise ApiError(403, "forbidden", f"only its author may edit this {what}") from None
+        found = content.read(kind, row_id) if edited else None
+        if found is None:
+            raise not_found(what)
+        return item_json(*found)
+
     @bp.delete("/<id:row_id>")
     @user_required
     def delete(row_id: int):

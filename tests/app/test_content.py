@@ -195,6 +195,50 @@ def test_delete_by_author_is_204_then_everything_404s(client, user, kind, r):
     assert_error(client.delete(f"/api/{kind}/{item}", headers=bearer(user)), 404)
 
 
+def test_an_edit_shows_on_the_next_page_at_once(client, user, kind):
+    item = create(client, user, kind)
+    for _ in range(2):  # the second page comes from the read model
+        assert client.get(f"/api/{kind}/{item}").json["title"] == "Hello"
+    response = client.patch(
+        f"/api/{kind}/{item}", json={"title": "Edited", "content": "new"}, headers=bearer(user)
+    )
+    assert response.status_code == 200
+    assert response.json["title"] == "Edited" and response.json["content"] == "new"
+    assert response.json["counts"]["view_count"] == 2  # the edit counts no view
+    page = client.get(f"/api/{kind}/{item}").json
+    assert (page["title"], page["content"], page["counts"]["view_count"]) == ("Edited", "new", 3)
+    assert "<h1>Edited</h1>" in client.get(f"/{kind}/{item}").get_data(as_text=True)
+    only_title = client.patch(f"/api/{kind}/{item}", json={"title": "Again"}, headers=bearer(user))
+    assert (only_title.json["title"], only_title.json["content"]) == ("Again", "new")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"title": ""}, {"title": " "}, {"content": 5}, {"title": "ok", "author_id": 2}, []],
+)
+def test_an_invalid_edit_is_400_and_changes_nothing(client, user, kind, unchanged, body):
+    item = create(client, user, kind)
+    client.get(f"/api/{kind}/{item}")
+    with unchanged():
+        assert_error(client.patch(f"/api/{kind}/{item}", json=body, headers=bearer(user)), 400)
+    assert client.get(f"/api/{kind}/{item}").json["title"] == "Hello"
+
+
+def test_an_edit_by_another_user_or_nobody_or_of_nothing_changes_nothing(
+    client, user, other, kind, unchanged
+):
+    item = create(client, user, kind)
+    client.get(f"/api/{kind}/{item}")
+    edit = {"title": "Mine"}
+    with unchanged():
+        assert_error(client.patch(f"/api/{kind}/{item}", json=edit, headers=bearer(other)), 403)
+        assert_error(client.patch(f"/api/{kind}/{item}", json=edit), 401)
+        assert_error(
+            client.patch(f"/api/{kind}/{item + 1000}", json=edit, headers=bearer(user)), 404
+        )
+    assert client.get(f"/api/{kind}/{item}").json["title"] == "Hello"
+
+
 def test_delete_by_another_user_is_403(client, user, other, kind, sql):
     item = create(client, user, kind)
     assert_error(client.delete(f"/api/{kind}/{item}", headers=bearer(other)), 403, "forbidden")
@@ -311,6 +355,7 @@ def test_largest_bigint_id_is_a_plain_404(client, kind, unchanged):
 def test_wrong_method_is_405_json(client, user, kind):
     item = create(client, user, kind)
     response = client.put(f"/api/{kind}/{item}", json={})
+    assert "PATCH" in response.headers["Allow"]
     assert_error(response, 405, "method_not_allowed")
     assert "DELETE" in response.headers["Allow"]
     assert_error(client.get(f"/api/{kind}/{item}/view"), 405)

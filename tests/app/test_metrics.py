@@ -207,3 +207,16 @@ def test_metric_names_carry_the_prefix_and_their_unit(client):
     for name in names:
         if "duration" in name or "lag" in name or "timestamp" in name:
             assert "_seconds" in name, name
+
+
+def test_read_model_hits_and_fills_are_reported(client, user, make_app):
+    post = create(client, user)
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get(f"/api/posts/{post}").status_code == 200
+    other = scrape(make_app().test_client())
+    reads, fills = "counter_read_model_reads_total", "counter_read_model_fills_total"
+    for name, result, added in ((reads, "hit", 2), (reads, "miss", 1), (fills, "filled", 1)):
+        got = value(other, name, result=result) - value(before, name, result=result)
+        assert got == added, (name, result)
+    assert value(other, fills, result="fenced") == value(before, fills, result="fenced")
