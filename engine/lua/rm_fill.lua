@@ -18,7 +18,9 @@ if not life then
   life = ARGV[3]
   redis.call('HSET', KEYS[1], RM_LIFE, life)
 end
-redis.call('DEL', KEYS[2])
+-- a row of this life keeps the fields other readers asked for (values never go stale
+-- within a life: releases fold into them, invalidations delete the row)
+if redis.call('HGET', KEYS[2], RM_ROW_LIFE) ~= life then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[2], RM_ROW_LIFE, life, unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1

@@ -330,3 +330,13 @@ def _applied_seq(sql, counters, row_id) -> int:
     query = "SELECT applied_seq FROM counter_shards WHERE scope = :s AND shard = :h"
     with sql.connect() as conn:
         return conn.execute(sa.text(query), {"s": counters.scope, "h": shard}).scalar()
+
+
+def test_readers_of_different_columns_share_one_row(counters, sql):
+    ids = seed(sql, "items", 2)
+    read(counters, ids, ("title",))
+    read(counters, ids, ("created_at",))  # adds its column to the rows
+    with sql_statements(sql) as sent:
+        read(counters, ids, ("title",))
+        read(counters, ids, ("created_at", "title"))
+    assert sent == []
