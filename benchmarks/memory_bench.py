@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 
 from engine import Counter, Counters, Registry
-from engine.buffer import RoundTrip
 
 DEFAULT_SHARD_COUNTS = (16, 64, 256, 1024)
 LOAD_CHUNK = 10_000
@@ -108,12 +107,12 @@ def read_model(env, rows: int, columns: bool, content_bytes: int = CONTENT_BYTES
     page = [17, TITLE, "x" * content_bytes, 42, when] if columns else []
     before = r.info("memory")["used_memory"]
     for start in range(1, rows + 1, LOAD_CHUNK):
-        trip = RoundTrip(r)
-        for row_id in range(start, min(start + LOAD_CHUNK, rows + 1)):
-            values = [row_id % 1000, 3, 1, 0, 2, 0, *page]
-            # an empty Redis: state version 0, nothing released yet (applied seq 0)
-            trip.script(*model.fill_call("posts", row_id, "0", 0, fields, values))
-        assert all(trip.execute()), "a fill was fenced off"
+        # an empty Redis: state version 0, nothing released yet (applied seq 0)
+        calls = [
+            model.fill_call("posts", i, "0", 0, fields, [i % 1000, 3, 1, 0, 2, 0, *page])
+            for i in range(start, min(start + LOAD_CHUNK, rows + 1))
+        ]
+        assert model.fill(calls) == len(calls), "a fill was fenced off"
     after = r.info("memory")["used_memory"]
     sample = [
         r.memory_usage(counters.keys.read_model("posts", i), samples=0)
