@@ -1,0 +1,285 @@
+"""The view spool (COUNTERS_COALESCE_SPOOL_DIR): tallied views are in a file before they
+are answered, a dead process' file is taken over by a survivor, pushes are fenced so
+none adds twice, torn records are ignored, fences of deleted spools are swept."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import spool as spooling
+from engine.keys import spool_fences
+from tests.app.conftest import REDIS_DB, create, process_env
+from tests.app.test_coalesce import NEVER_MS, views
+from tests.proxy import proxied
+from tests.servers import ROOT, redis_url
+
+VICTIM = Path(__file__).with_name("spool_victim.py")
+
+
+@pytest.fixture
+def spooling_app(make_app, tmp_path):
+    """``spooling_app(**config)``: an app with the spool on, its client and coalescer."""
+
+    def make(**config):
+        app = make_app(
+            COUNTERS_COALESCE_MS=config.pop("interval_ms", NEVER_MS),
+            COUNTERS_COALESCE_SPOOL_DIR=str(tmp_path / "spool"),
+            **config,
+        )
+        return app.test_client(), app.extensions["counters"].coalescer
+
+    return make
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"*{spooling.SUFFIX}"))
+
+
+def spooled(path: Path) -> list[tuple[str, int, int]]:
+    contents = spooling.parse(path.read_bytes())
+    return [(code, row_id, n) for _, code, row_id, n in contents.views]
+
+
+def fences(r, counters, spool: str) -> dict[int, int]:
+    found = {}
+    for s in range(counters.shards):
+        value = r.hget(spool_fences(counters.keys, s), spool)
+        if value is not None:
+            found[s] = int(value)
+    return found
+
+
+def test_views_are_in_the_spool_before_they_are_answered(
+    client, user, counters, spooling_app, tmp_path
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(6):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    (path,) = spool_files(tmp_path / "spool")
+    code = counters.registry.get("posts.view_count").code
+    assert spooled(path) == [(code, post, 1)] * 5  # the first view was synchronous
+    assert views(counters, post) == 1
+    assert coalescer.push() == 5
+    assert views(counters, post) == 6
+    assert coalescer.push() == 0
+    coalescer.close()  # everything is in: the file goes
+    assert spool_files(tmp_path / "spool") == []
+
+
+def test_the_timer_pushes_and_checkpoints(client, user, counters, spooling_app, tmp_path, r):
+    post = create(client, user)
+    page, coalescer = spooling_app(interval_ms=20)
+    for _ in range(10):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    from tests.processes import wait_for
+
+    wait_for("the pushed views", lambda: views(counters, post) == 10, 10)
+    (path,) = spool_files(tmp_path / "spool")
+    wait_for("a checkpoint", lambda: spooling.parse(path.read_bytes()).checkpoint > 44, 10)
+
+
+@pytest.fixture
+def redis_proxy():
+    proxy, url = proxied(redis_url(REDIS_DB), 6379)
+    yield proxy, url
+    proxy.close()
+
+
+def test_a_push_whose_reply_is_lost_is_sent_again_and_counts_once(
+    client, user, counters, spooling_app, redis_proxy
+):
+    proxy, url = redis_proxy
+    post, other = create(client, user), create(client, user, title="Other")
+    page, coalescer = spooling_app(COUNTERS_REDIS_URL=url)
+    for row in (post, other):
+        for _ in range(4):
+            assert page.post(f"/api/posts/{row}/view").status_code == 204
+    # Redis runs the push's scripts, the proxy drops the connection before the replies
+    proxy.lose_next_reply(lambda request: b"EVALSHA" in request)
+    assert coalescer.push() == 0
+    assert proxy.replies_lost == 1
+    assert views(counters, post) == 4 and views(counters, other) == 4  # applied
+    assert coalescer.push() == 6  # sent again: the fences say they are in
+    assert views(counters, post) == 4 and views(counters, other) == 4
+    assert coalescer.unknown == 0
+    for _ in range(2):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    proxy.lose_next_reply(lambda request: b"EVALSHA" in request)
+    assert coalescer.push() == 0
+    for _ in range(3):  # views during the outage go synchronous (through the proxy)
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 2
+    assert views(counters, post) == 9
+
+
+def test_redis_down_keeps_the_views_in_the_spool(
+    client, user, counters, spooling_app, redis_proxy
+):
+    proxy, url = redis_proxy
+    post = create(client, user)
+    page, coalescer = spooling_app(COUNTERS_REDIS_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    proxy.cut()
+    assert coalescer.push() == 0
+    assert page.post(f"/api/posts/{post}/view").status_code == 503  # synchronous again
+    proxy.restore()
+    assert coalescer.push() == 3
+    assert views(counters, post) == 4
+
+
+def test_a_torn_tail_and_what_follows_a_corrupt_record_are_ignored(
+    client, user, counters, tmp_path
+):
+    post = create(client, user)
+    code = counters.registry.get("posts.view_count").code
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    token = spooling.dir_token(directory)
+    torn = spooling.SpoolFile(directory, token, counters.scope, counters.shards)
+    torn.append(spooling.record(code, post) * 3)
+    torn.append(spooling.record(code, post)[:13])  # the kill came mid-write
+    torn.abandon()
+    corrupt = spooling.SpoolFile(directory, token, counters.scope, counters.shards)
+    bad = bytearray(spooling.record(code, post))
+    bad[-1] ^= 1
+    corrupt.append(spooling.record(code, post) * 2 + bytes(bad) + spooling.record(code, post))
+    corrupt.abandon()
+    assert spooling.drain(counters, directory) == 5
+    assert views(counters, post) == 5
+    assert spool_files(directory) == []
+
+
+def test_a_live_process_keeps_its_spool_and_a_dead_ones_is_taken_over(
+    client, user, counters, spooling_app, app_db, tmp_path
+):
+    """A real process tallies views, pushes some, and SIGKILLs itself: the views it
+    answered are all counted once its file is taken over, by a survivor's thread."""
+    post, other = create(client, user), create(client, user, title="Other")
+    directory = tmp_path / "spool"
+    victim = subprocess.run(
+        [sys.executable, str(VICTIM), str(post), str(other)],
+        env=process_env(app_db.url, COUNTERS_COALESCE_SPOOL_DIR=str(directory)),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert victim.returncode == -signal.SIGKILL, victim.stderr.decode()[-3000:]
+    # the victim: 1 synchronous + 4 pushed + 3 only in the spool, of each post
+    assert views(counters, post) == 5 and views(counters, other) == 5
+    (path,) = spool_files(directory)
+    held = spooling.SpoolFile(directory, spooling.dir_token(directory), "x", 1)
+    try:  # a spool whose owner lives is left alone
+        assert spooling.take_over(spooling.Pusher(counters), held.path) is None
+        assert held.path.exists()
+    finally:
+        held.delete()
+    page, coalescer = spooling_app(interval_ms=20)
+    assert page.post(f"/api/posts/{post}/view").status_code == 204  # starts the thread
+    from tests.processes import wait_for
+
+    wait_for("the orphan's views", lambda: views(counters, post) == 9, 10)
+    assert views(counters, other) == 8
+    assert not path.exists() and coalescer.adopted == 6
+
+
+def test_a_survivor_adds_only_what_the_dead_owner_had_not_pushed(
+    client, user, counters, spooling_app, tmp_path, r
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    spool = coalescer.spool
+    assert coalescer.push() == 3
+    for _ in range(2):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    # the owner sends a push, then dies before it sees the reply (no checkpoint after)
+    with coalescer.lock:
+        tally, coalescer.tally = coalescer.tally, type(coalescer.tally)()
+        batch = coalescer._batch(spool, tally)
+    coalescer.pusher.push(batch)
+    assert views(counters, post) == 6
+    spool.abandon()
+    coalescer.spool = None
+    assert spooling.parse(spool.path.read_bytes()).checkpoint < spool.size
+    assert spooling.drain(counters, tmp_path / "spool") == 0  # the fences say: all in
+    assert views(counters, post) == 6
+    assert fences(r, counters, spool.id) == {counters.keys.shard_of(post): spool.size}
+
+
+def test_a_new_file_is_started_once_the_spool_is_full(
+    client, user, counters, spooling_app, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(spooling, "ROTATE_BYTES", spooling.HEADER_SIZE + 3 * 24)
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(5):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    first = coalescer.spool.path
+    assert coalescer.push() == 4
+    assert coalescer.spool.path != first and not first.exists()
+    for _ in range(2):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 2
+    assert views(counters, post) == 7
+
+
+def test_fences_of_deleted_spools_are_swept_on_the_second_look(
+    client, user, counters, spooling_app, tmp_path, r
+):
+    post = create(client, user)
+    directory = tmp_path / "spool"
+    page, coalescer = spooling_app()
+    for _ in range(3):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    done = coalescer.spool
+    assert coalescer.push() == 2
+    coalescer.close()  # all in: its file goes, its fence stays for now
+    assert not done.path.exists() and fences(r, counters, done.id)
+    live = spooling.SpoolFile(directory, coalescer.token, counters.scope, counters.shards)
+    live.append(spooling.record(counters.registry.get("posts.view_count").code, post))
+    pusher = coalescer.pusher
+    assert spooling.push_contents(pusher, live.id, spooling.parse(live.path.read_bytes())) == 1
+    foreign = "someone-else-1-abcd"  # another host's spool: not this directory's to sweep
+    r.hset(spool_fences(counters.keys, 0), foreign, 44)
+    seen = spooling.sweep_fences(pusher, directory, coalescer.token, set())
+    assert seen == {done.id} and fences(r, counters, done.id)  # first look: kept
+    assert spooling.sweep_fences(pusher, directory, coalescer.token, seen) == set()
+    assert fences(r, counters, done.id) == {}
+    assert fences(r, counters, live.id) and fences(r, counters, foreign)
+    live.delete()
+    assert views(counters, post) == 4
+
+
+def test_a_row_deleted_while_known_loses_its_spooled_views_at_push(
+    client, user, counters, spooling_app
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    assert page.post(f"/api/posts/{post}/view").status_code == 204
+    response = client.delete(f"/api/posts/{post}", headers={"Authorization": f"Bearer {user}"})
+    assert response.status_code == 204
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 0
+    assert coalescer.dropped == 4
+    assert page.post(f"/api/posts/{post}/view").status_code == 404
+
+
+def test_after_redis_lost_the_index_postgres_is_asked_and_the_push_is_still_fenced(
+    client, user, counters, spooling_app, r
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(3):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert r.delete(counters.keys.exists(counters.keys.shard_of(post), "posts")) == 1
+    assert coalescer.push() == 2
+    assert views(counters, post) == 3 and coalescer.dropped == 0
+    assert os.path.exists(coalescer.spool.path)
