@@ -117,9 +117,7 @@ def test_a_push_whose_reply_is_lost_is_sent_again_and_counts_once(
     assert views(counters, post) == 9
 
 
-def test_redis_down_keeps_the_views_in_the_spool(
-    client, user, counters, spooling_app, redis_proxy
-):
+def test_redis_down_keeps_the_views_in_the_spool(client, user, counters, spooling_app, redis_proxy):
     proxy, url = redis_proxy
     post = create(client, user)
     page, coalescer = spooling_app(COUNTERS_REDIS_URL=url)
