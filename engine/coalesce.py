@@ -11,7 +11,9 @@ What it costs, and why it is off by default:
 * **Loss window.** A 204 no longer means "in Redis". A web process that dies hard
   (SIGKILL, OOM killer, power loss) loses the views of its last interval, plus those
   of a push that was under way. A graceful stop (SIGTERM to gunicorn, Ctrl-C,
-  interpreter exit) pushes what is left first.
+  interpreter exit) pushes what is left first. With ``COUNTERS_COALESCE_SPOOL_DIR`` the views
+  are also written to a file before they are answered, and a hard kill loses none
+  (``engine.spool.SpooledCoalescer``).
 * **Existence.** The first view of a row in a process takes the normal synchronous
   path, so an id that does not exist still gets its 404 and leaves no key. After
   that the row is "known": each push checks existence again, in Redis, and a row

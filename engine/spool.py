@@ -28,6 +28,7 @@ its file is ``ROTATE_BYTES`` long). Fences of deleted spools are removed by
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import fcntl
@@ -396,7 +397,7 @@ def take_over(pusher: Pusher, path: Path) -> int | None:
     not an orphan (its owner lives, another survivor has it) or could not be finished
     now (it is left for the next try)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -532,7 +533,11 @@ class SpooledCoalescer(ViewCoalescer):
         return True
 
     def _start(self) -> None:
-        self.retired, self.batches = [], []  # the parent's are its own
+        for inherited in [*self.retired, self.spool]:  # the parent's: its lock is its own
+            if inherited is not None:
+                with contextlib.suppress(OSError):
+                    os.close(inherited.fd)
+        self.retired, self.batches = [], []
         self.spool = SpoolFile(
             self.directory, self.token, self.counters.scope, self.counters.shards
         )
@@ -593,6 +598,7 @@ class SpooledCoalescer(ViewCoalescer):
                 n = sum(sum(p.views.values()) for p in parts)
                 log.warning("view push failed, %d views in the spool are sent again: %s", n, exc)
                 return 0
+            self._rebase(parts)
             if any(p.status is Status.OUT_OF_STEP and p.fence > p.follows for p in parts):
                 self._resync(parts)  # not ours to have moved: read the spool again
             pushed = sum(sum(p.views.values()) - p.dropped for p in parts if p.status.done)
@@ -654,6 +660,26 @@ class SpooledCoalescer(ViewCoalescer):
                     except OSError:
                         log.warning("view spool checkpoint not written", exc_info=True)
 
+    @staticmethod
+    def _rebase(parts: list[Part]) -> None:
+        """A part out of step behind a fence that no unconfirmed part of its own comes
+        before: Redis lost the fence (restarted without persistence, or from an old
+        dump), while every view before the part was in. Send it after that fence."""
+        waiting: set[tuple[str, int]] = set()
+        for p in parts:
+            key = (p.spool, p.shard)
+            if p.status is Status.OUT_OF_STEP and p.fence < p.follows and key not in waiting:
+                log.warning(
+                    "spool %s: shard %d's fence went back from %d to %d (Redis lost it)",
+                    p.spool,
+                    p.shard,
+                    p.follows,
+                    p.fence,
+                )
+                p.follows = p.fence
+            if not p.status.done:
+                waiting.add(key)
+
     def _resync(self, parts: list[Part]) -> None:
         """A fence moved by someone else (a spool directory shared between hosts, where
         flock does not reach?): rebuild what is unconfirmed from the spool files."""
@@ -677,8 +703,6 @@ class SpooledCoalescer(ViewCoalescer):
         """Stop the thread, push what is left and delete the spool; what could not be
         pushed stays in it for a survivor. Orphans found are taken over too."""
         self.stop.set()
-        import atexit
-
         atexit.unregister(self.close)
         if self.pid != os.getpid() or self.spool is None:
             return

@@ -281,3 +281,21 @@ def test_after_redis_lost_the_index_postgres_is_asked_and_the_push_is_still_fenc
     assert coalescer.push() == 2
     assert views(counters, post) == 3 and coalescer.dropped == 0
     assert os.path.exists(coalescer.spool.path)
+
+
+def test_a_fence_redis_lost_is_followed_from_where_it_went_back_to(
+    client, user, counters, spooling_app, r
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(3):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 2
+    shard = counters.keys.shard_of(post)
+    assert r.delete(spool_fences(counters.keys, shard)) == 1  # as a Redis restarted empty
+    for _ in range(2):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 0  # out of step: the fence is behind the part
+    assert coalescer.push() == 2  # sent after the fence Redis has now
+    assert views(counters, post) == 5
+    assert fences(r, counters, coalescer.spool.id) == {shard: coalescer.spool.size - 24}
