@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .buffer import LAYOUT_CHANGED, LAYOUT_UNKNOWN, RoundTrip, _load, now_ms
-from .coalesce import KNOWN_TTL_S, ViewCoalescer
+from .coalesce import KNOWN_MAX, KNOWN_TTL_S, ViewCoalescer
 from .errors import CounterError, StoreUnavailable, redis_errors
 from .keys import field as delta_field
 from .keys import spool_fences
@@ -515,17 +515,29 @@ class SpooledCoalescer(ViewCoalescer):
         self.spool: SpoolFile | None = None
         self.retired: list[SpoolFile] = []  # full files whose last views are on their way
         self.batches: list[list[Part]] = []  # sent, not known to be in: oldest first
+        self.records: dict[tuple[str, int], bytes] = {}  # (name, row id) -> its record
         self.adopted = 0  # views added from orphaned spools
         self.sweep_seen: set[str] = set()
         self.next_adopt = self.next_sweep = 0.0
+        try:  # what dead processes left (a new gunicorn worker: the one killed before it)
+            self.adopted += adopt_orphans(self.pusher, self.directory)
+        except Exception:
+            log.exception("orphaned view spools not taken over at startup")
 
     # -- the request path (under self.lock) --------------------------------------
 
     def _tally(self, name: str, row_id: int) -> bool:
         if self.spool is None:
             return False
+        data = self.records.get((name, row_id))
+        if data is None:  # a view's record never changes: made once per row
+            if len(self.records) >= KNOWN_MAX:
+                self.records.clear()
+            data = self.records[(name, row_id)] = record(
+                self.counters.registry.get(name).code, row_id
+            )
         try:
-            self.spool.append(record(self.counters.registry.get(name).code, row_id))
+            self.spool.append(data)
         except OSError:
             log.exception("view spool refused a view: it takes the synchronous path")
             return False

@@ -153,22 +153,40 @@ def test_a_torn_tail_and_what_follows_a_corrupt_record_are_ignored(
     assert spool_files(directory) == []
 
 
-def test_a_live_process_keeps_its_spool_and_a_dead_ones_is_taken_over(
-    client, user, counters, spooling_app, app_db, tmp_path
-):
-    """A real process tallies views, pushes some, and SIGKILLs itself: the views it
-    answered are all counted once its file is taken over, by a survivor's thread."""
-    post, other = create(client, user), create(client, user, title="Other")
-    directory = tmp_path / "spool"
+def run_victim(app_db, directory: Path, *posts: int) -> None:
+    """A real process that tallies views of ``posts``, pushes some, SIGKILLs itself."""
     victim = subprocess.run(
-        [sys.executable, str(VICTIM), str(post), str(other)],
+        [sys.executable, str(VICTIM), *map(str, posts)],
         env=process_env(app_db.url, COUNTERS_COALESCE_SPOOL_DIR=str(directory)),
         cwd=ROOT,
         capture_output=True,
         timeout=120,
     )
     assert victim.returncode == -signal.SIGKILL, victim.stderr.decode()[-3000:]
-    # the victim: 1 synchronous + 4 pushed + 3 only in the spool, of each post
+
+
+def test_a_dead_process_spool_is_taken_over_by_a_live_process_thread(
+    client, user, counters, spooling_app, app_db, tmp_path
+):
+    post, other = create(client, user), create(client, user, title="Other")
+    directory = tmp_path / "spool"
+    page, coalescer = spooling_app(interval_ms=20)
+    assert page.post(f"/api/posts/{post}/view").status_code == 204  # starts the thread
+    run_victim(app_db, directory, post, other)
+    from tests.processes import wait_for
+
+    # the victim: 1 synchronous + 4 pushed + 3 only in its spool, of each post
+    wait_for("the orphan's views", lambda: views(counters, other) == 8, 10)
+    assert views(counters, post) == 9
+    assert spool_files(directory) == [coalescer.spool.path] and coalescer.adopted == 6
+
+
+def test_a_new_process_takes_over_at_its_start_what_a_dead_one_left(
+    client, user, counters, spooling_app, app_db, tmp_path
+):
+    post, other = create(client, user), create(client, user, title="Other")
+    directory = tmp_path / "spool"
+    run_victim(app_db, directory, post, other)
     assert views(counters, post) == 5 and views(counters, other) == 5
     (path,) = spool_files(directory)
     held = spooling.SpoolFile(directory, spooling.dir_token(directory), "x", 1)
@@ -177,13 +195,9 @@ def test_a_live_process_keeps_its_spool_and_a_dead_ones_is_taken_over(
         assert held.path.exists()
     finally:
         held.delete()
-    page, coalescer = spooling_app(interval_ms=20)
-    assert page.post(f"/api/posts/{post}/view").status_code == 204  # starts the thread
-    from tests.processes import wait_for
-
-    wait_for("the orphan's views", lambda: views(counters, post) == 9, 10)
-    assert views(counters, other) == 8
-    assert not path.exists() and coalescer.adopted == 6
+    _, coalescer = spooling_app()
+    assert coalescer.adopted == 6 and not path.exists()
+    assert views(counters, post) == 8 and views(counters, other) == 8
 
 
 def test_a_survivor_adds_only_what_the_dead_owner_had_not_pushed(
