@@ -559,7 +559,11 @@ class SpooledCoalescer(ViewCoalescer):
 
     def _run(self) -> None:
         stop = self.stop
-        while True:
+        while not stop.wait(self.interval_s):
+            try:
+                self.push()
+            except Exception:  # never let the pusher die
+                log.exception("view push failed")
             now = time.monotonic()
             try:
                 if now >= self.next_adopt:
@@ -572,12 +576,6 @@ class SpooledCoalescer(ViewCoalescer):
                     )
             except Exception:
                 log.exception("view spool housekeeping failed")
-            if stop.wait(self.interval_s):
-                return
-            try:
-                self.push()
-            except Exception:  # never let the pusher die
-                log.exception("view push failed")
 
     def push(self) -> int:
         """Send the tally and what earlier pushes left unconfirmed, in one round trip;
@@ -610,9 +608,6 @@ class SpooledCoalescer(ViewCoalescer):
                 n = sum(sum(p.views.values()) for p in parts)
                 log.warning("view push failed, %d views in the spool are sent again: %s", n, exc)
                 return 0
-            self._rebase(parts)
-            if any(p.status is Status.OUT_OF_STEP and p.fence > p.follows for p in parts):
-                self._resync(parts)  # not ours to have moved: read the spool again
             pushed = sum(sum(p.views.values()) - p.dropped for p in parts if p.status.done)
             dropped = [key for p in parts for key in p.gone]
             left = ([p for p in b if not p.status.done] for b in self.batches)
@@ -628,6 +623,12 @@ class SpooledCoalescer(ViewCoalescer):
                             self.known[(registry.by_code(code).table, row_id)] = expiry
                 for code, row_id in dropped:
                     self.known.pop((registry.by_code(code).table, row_id), None)
+            self._rebase(parts)
+            if any(p.status is Status.OUT_OF_STEP and p.fence > p.follows for p in parts):
+                try:
+                    self._resync(parts)  # not ours to have moved: read the spool again
+                except CounterError as exc:
+                    log.warning("view spool not read again now: %s", exc)
             self._retire_done()
             return pushed
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,66 @@ def test_a_fence_redis_lost_is_followed_from_where_it_went_back_to(
     assert coalescer.push() == 2  # sent after the fence Redis has now
     assert views(counters, post) == 5
     assert fences(r, counters, coalescer.spool.id) == {shard: coalescer.spool.size - 24}
+
+
+def test_the_fence_adds_a_range_once_and_refuses_one_out_of_step(client, user, counters):
+    post = create(client, user)
+    code = counters.registry.get("posts.view_count").code
+    pusher, shard = spooling.Pusher(counters), counters.keys.shard_of(post)
+
+    def part(follows: int, upto: int, n: int) -> spooling.Part:
+        return spooling.Part("fence-test", shard, follows, upto, Counter({(code, post): n}))
+
+    first, wider, again, next_ = (
+        part(0, 100, 2),
+        part(0, 200, 5),
+        part(0, 100, 2),
+        part(100, 200, 3),
+    )
+    pusher.push([first])
+    pusher.push([wider, again])
+    assert (first.status, wider.status, again.status) == (
+        spooling.Status.ADDED,
+        spooling.Status.OUT_OF_STEP,
+        spooling.Status.ALREADY,
+    )
+    assert wider.fence == again.fence == 100
+    pusher.push([next_])
+    assert next_.status is spooling.Status.ADDED
+    assert views(counters, post) == 5
+
+
+def test_a_fence_moved_behind_the_owners_back_is_read_again_from_the_spool(
+    client, user, counters, spooling_app
+):
+    post = create(client, user)
+    page, coalescer = spooling_app()
+    for _ in range(5):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    spool = coalescer.spool
+    mid = spooling.HEADER_SIZE + 2 * spooling.RECORD_SIZE
+    contents = spooling.parse(spool.path.read_bytes())
+    # someone else pushes the first two views of this live process' spool
+    parts, _ = spooling._unpushed(coalescer.pusher, spool.id, contents, mid)
+    coalescer.pusher.push(parts)
+    assert views(counters, post) == 3
+    assert coalescer.push() == 0  # out of step: the part is rebuilt from the file
+    assert coalescer.push() == 2
+    assert views(counters, post) == 5
+
+
+def test_spooled_views_that_need_postgres_wait_while_it_is_unreachable(
+    client, user, counters, spooling_app, r, pg_proxy
+):
+    proxy, url = pg_proxy
+    post = create(client, user)
+    page, coalescer = spooling_app(DATABASE_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    r.delete(counters.keys.exists(counters.keys.shard_of(post), "posts"))
+    proxy.cut()  # the push must ask Postgres whether the row exists, and cannot
+    assert coalescer.push() == 0
+    assert views(counters, post) == 1 and coalescer.dropped == 0
+    proxy.restore()
+    assert coalescer.push() == 3
+    assert views(counters, post) == 4
