@@ -45,7 +45,7 @@ from pathlib import Path
 
 from .buffer import LAYOUT_CHANGED, LAYOUT_UNKNOWN, RoundTrip, _load, now_ms
 from .coalesce import KNOWN_MAX, KNOWN_TTL_S, ViewCoalescer
-from .errors import CounterError, StoreUnavailable, redis_errors
+from .errors import BufferUnavailable, CounterError, StoreUnavailable, redis_errors
 from .keys import field as delta_field
 from .keys import spool_fences
 
@@ -228,6 +228,7 @@ class Part:
     fence: int = 0  # the fence Redis reported (ALREADY, OUT_OF_STEP)
     gone: set = field(default_factory=set)  # (code, row id) of rows found deleted
     dropped: int = 0  # their views (not added)
+    uncertain: bool = False  # in a push whose replies were lost: maybe added
 
 
 class Pusher:
@@ -605,6 +606,8 @@ class SpooledCoalescer(ViewCoalescer):
             except CounterError as exc:
                 with self.lock:
                     self.healthy = False
+                for p in parts:  # each may have been added: only its fence can tell
+                    p.uncertain = True
                 n = sum(sum(p.views.values()) for p in parts)
                 log.warning("view push failed, %d views in the spool are sent again: %s", n, exc)
                 return 0
@@ -623,7 +626,19 @@ class SpooledCoalescer(ViewCoalescer):
                             self.known[(registry.by_code(code).table, row_id)] = expiry
                 for code, row_id in dropped:
                     self.known.pop((registry.by_code(code).table, row_id), None)
-            self._rebase(parts)
+            lost = self._rebase(parts)
+            if lost:
+                gone_ids = {id(p) for p in lost}
+                self.batches = [[p for p in b if id(p) not in gone_ids] for b in self.batches]
+                self.batches = [b for b in self.batches if b]
+                files = {f.id: f for f in (*self.retired, self.spool) if f is not None}
+                with self.lock:  # the next part of the shard follows the fence Redis has
+                    for p in lost:
+                        owner = files.get(p.spool)
+                        if owner is not None and owner.chain.get(p.shard) == p.upto:
+                            owner.chain[p.shard] = p.fence
+                n = sum(sum(p.views.values()) for p in lost)
+                self._unknown(n, BufferUnavailable("a spool's fence went back in Redis"))
             if any(p.status is Status.OUT_OF_STEP and p.fence > p.follows for p in parts):
                 try:
                     self._resync(parts)  # not ours to have moved: read the spool again
@@ -674,11 +689,15 @@ class SpooledCoalescer(ViewCoalescer):
                         log.warning("view spool checkpoint not written", exc_info=True)
 
     @staticmethod
-    def _rebase(parts: list[Part]) -> None:
-        """A part out of step behind a fence that no unconfirmed part of its own comes
-        before: Redis lost the fence (restarted without persistence, or from an old
-        dump), while every view before the part was in. Send it after that fence."""
+    def _rebase(parts: list[Part]) -> list[Part]:
+        """Parts out of step behind a fence that no unconfirmed part of their own comes
+        before: Redis lost the fence (restarted without persistence, from an old dump, a
+        replica promoted with lag), while every view before the part was in. A part
+        never sent before is sent after that fence. One whose earlier push lost its
+        reply may have been added and flushed before Redis went back: sending it again
+        could count it twice, so it is returned, to be counted as unknown instead."""
         waiting: set[tuple[str, int]] = set()
+        lost = []
         for p in parts:
             key = (p.spool, p.shard)
             if p.status is Status.OUT_OF_STEP and p.fence < p.follows and key not in waiting:
@@ -689,9 +708,13 @@ class SpooledCoalescer(ViewCoalescer):
                     p.follows,
                     p.fence,
                 )
+                if p.uncertain:
+                    lost.append(p)
+                    continue
                 p.follows = p.fence
             if not p.status.done:
                 waiting.add(key)
+        return lost
 
     def _resync(self, parts: list[Part]) -> None:
         """A fence moved by someone else (a spool directory shared between hosts, where
