@@ -16,9 +16,13 @@ already covered adds nothing. So a push whose reply was lost is simply sent agai
 and a survivor pushing an orphan's tail never adds what its owner had pushed.
 
 The file: a header (magic, shard count, scope, CRC), then fixed-size records, each a
-CRC-32 and (counter code, row id, views), or a checkpoint (all views before an offset
-are in). A record torn by the kill fails its CRC: it, and anything after it, is
-ignored; its view was never answered.
+CRC-32 and (counter code, row id, views), or an intent (views up to an offset are being
+sent, to the Redis of a given identity), or a checkpoint (all views before an offset
+are in). A Redis that went back may have lost fences of views it had added (and a
+flush applied): a push that may have been added is then counted as unknown, never
+sent again (:meth:`SpooledCoalescer._rebase`, :func:`push_contents`). A record torn
+by the kill fails its CRC: it, and anything after it, is ignored; its view was never
+answered.
 
 A spool file whose views are all in is deleted (a process also starts a new one once
 its file is ``ROTATE_BYTES`` long). Fences of deleted spools are removed by
@@ -57,6 +61,7 @@ HEADER_SIZE = HEADER.size + 4
 BODY = struct.Struct("<8sqI")  # counter code, row id (a checkpoint: offset), views
 RECORD_SIZE = 4 + BODY.size  # CRC-32 of the body, then the body
 CHECKPOINT = b"\0" * 8  # the code of a checkpoint record (codes are alphanumeric)
+INTENT = b"\0" * 7 + b"\1"  # the code of a record "sending views up to here"
 SUFFIX = ".spool"
 PARTIAL = ".new"  # a spool file being created (its header not yet written)
 TOKEN_FILE = "spool.id"  # names the directory: its spools' ids start with it
@@ -90,6 +95,13 @@ def checkpoint(offset: int) -> bytes:
     return _crc(body) + body
 
 
+def intent(offset: int, redis_id: int) -> bytes:
+    """ "Views up to ``offset`` are being sent to the Redis whose identity is
+    ``redis_id``" (:meth:`Pusher.identity`), written before they are."""
+    body = BODY.pack(INTENT, offset, redis_id)
+    return _crc(body) + body
+
+
 @dataclass
 class Contents:
     """What a spool file holds, up to its first torn or corrupt record."""
@@ -99,6 +111,8 @@ class Contents:
     end: int  # offset after the last whole record
     checkpoint: int  # every view before this offset was in Redis (its owner said so)
     views: list[tuple[int, str, int, int]]  # (offset, code, row id, n)
+    sent: int = 0  # views before this offset were sent (the last intent), maybe added
+    sent_to: int = 0  # the identity of the Redis they were sent to
 
 
 def parse(data: bytes) -> Contents | None:
@@ -108,7 +122,7 @@ def parse(data: bytes) -> Contents | None:
     magic, shards, scope = HEADER.unpack_from(data)
     if magic != MAGIC:
         return None
-    offset, mark, views = HEADER_SIZE, HEADER_SIZE, []
+    offset, mark, views, sent, sent_to = HEADER_SIZE, HEADER_SIZE, [], 0, 0
     while offset + RECORD_SIZE <= len(data):
         body = data[offset + 4 : offset + RECORD_SIZE]
         if _crc(body) != data[offset : offset + 4]:
@@ -116,10 +130,13 @@ def parse(data: bytes) -> Contents | None:
         code, row_id, n = BODY.unpack(body)
         if code == CHECKPOINT:
             mark = row_id
+        elif code == INTENT:
+            sent, sent_to = row_id, n
         else:
             views.append((offset, code.rstrip(b"\0").decode(), row_id, n))
         offset += RECORD_SIZE
-    return Contents(scope.rstrip(b"\0").decode(), shards, offset, mark, views)
+    scope = scope.rstrip(b"\0").decode()
+    return Contents(scope, shards, offset, mark, views, sent, sent_to)
 
 
 def dir_token(directory: Path) -> str:
@@ -239,6 +256,17 @@ class Pusher:
         self.buffer = counters.buffer
         self.keys = counters.keys
         self.script = self.buffer.redis.register_script(_load("spool.lua"))
+
+    def identity(self) -> int:
+        """A checksum of the run ids of the Redis servers: it changes whenever one of
+        them restarts (maybe from an older state) or another takes its place."""
+        with redis_errors("redis identity"):
+            info = self.buffer.redis.info("server")
+        if "run_id" in info:
+            ids = [info["run_id"]]
+        else:  # a cluster: one reply per node
+            ids = sorted(v["run_id"] for v in info.values() if isinstance(v, dict))
+        return zlib.crc32(",".join(ids).encode())
 
     def fences(self, spool: str) -> dict[int, int]:
         """Per shard, the offset of ``spool`` up to which the shard holds its views."""
@@ -364,15 +392,32 @@ class Pusher:
 # -- orphans -------------------------------------------------------------------------
 
 
-def push_contents(pusher: Pusher, spool: str, contents: Contents) -> int | None:
-    """Push what of ``contents`` Redis does not hold, by the spool's fences: the views
-    added, or None when some could not be pushed now (Redis or Postgres unavailable)."""
+def push_contents(pusher: Pusher, spool: str, contents: Contents, fd: int) -> int | None:
+    """Push what of ``contents`` (an orphan's, open as ``fd``) Redis does not hold, by
+    the spool's fences: the views added, or None when some could not be pushed now
+    (Redis or Postgres unavailable).
+
+    Views its owner had sent when it died are pushed by the fences too, unless Redis
+    restarted since (another identity): its fences may have gone back then, while the
+    views they covered were added and flushed, so those views are counted as unknown
+    instead (never twice). This push's own intent goes in the file first."""
+    identity = pusher.identity()
+    os.write(fd, intent(contents.end, identity))
+    doubtful = contents.sent if contents.sent_to != identity else 0
     added = 0
     for _ in range(PUSH_ROUNDS):
-        parts, _ = _unpushed(pusher, spool, contents, contents.end)
+        parts, _, unknown = _unpushed(pusher, spool, contents, contents.end, doubtful)
         pusher.push(parts)
         added += sum(sum(p.views.values()) - p.dropped for p in parts if p.status is Status.ADDED)
         if all(p.status.done for p in parts):
+            if unknown:
+                log.warning(
+                    "spool %s: %d views sent before Redis restarted may or may not have "
+                    "been counted",
+                    spool,
+                    unknown,
+                )
+                pusher.counters.stats.record_unknown(unknown)
             return added
         if any(p.status is Status.WAITING for p in parts):
             return None
@@ -380,17 +425,23 @@ def push_contents(pusher: Pusher, spool: str, contents: Contents) -> int | None:
     return None
 
 
-def _unpushed(pusher: Pusher, spool: str, contents: Contents, upto: int):
+def _unpushed(pusher: Pusher, spool: str, contents: Contents, upto: int, doubtful: int = 0):
     """Per shard, a part of the views before ``upto`` that its fence does not cover
-    (nor the spool's checkpoint), following that fence; and the fences."""
+    (nor the spool's checkpoint), following that fence; the fences; and how many of
+    those views lie before ``doubtful`` (left out of the parts)."""
     fences = pusher.fences(spool)
     start = {s: max(f, contents.checkpoint) for s, f in fences.items()}
     views: dict[int, Counter] = {}
+    unknown = 0
     for offset, code, row_id, n in contents.views:
         s = pusher.keys.shard_of(row_id)
         if start[s] <= offset < upto:
-            views.setdefault(s, Counter())[(code, row_id)] += n
-    return [Part(spool, s, fences[s], upto, v) for s, v in sorted(views.items())], fences
+            if offset < doubtful:
+                unknown += n
+            else:
+                views.setdefault(s, Counter())[(code, row_id)] += n
+    parts = [Part(spool, s, fences[s], upto, v) for s, v in sorted(views.items())]
+    return parts, fences, unknown
 
 
 def take_over(pusher: Pusher, path: Path) -> int | None:
@@ -398,7 +449,7 @@ def take_over(pusher: Pusher, path: Path) -> int | None:
     not an orphan (its owner lives, another survivor has it) or could not be finished
     now (it is left for the next try)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -427,7 +478,9 @@ def take_over(pusher: Pusher, path: Path) -> int | None:
             )
             return None
         spool = path.name[: -len(SUFFIX)]
-        added = push_contents(pusher, spool, contents)
+        if contents.end < size:  # the torn tail goes: this push's intent follows the views
+            os.ftruncate(fd, contents.end)
+        added = push_contents(pusher, spool, contents, fd)
         if added is None:
             return None
         path.unlink()
@@ -435,7 +488,7 @@ def take_over(pusher: Pusher, path: Path) -> int | None:
         record["torn_bytes"] = size - contents.end
         log.info("%s", json.dumps(record))
         return added
-    except CounterError as exc:
+    except (CounterError, OSError) as exc:
         log.warning("spool %s not taken over now: %s", path, exc)
         return None
     finally:
@@ -517,6 +570,7 @@ class SpooledCoalescer(ViewCoalescer):
         self.retired: list[SpoolFile] = []  # full files whose last views are on their way
         self.batches: list[list[Part]] = []  # sent, not known to be in: oldest first
         self.records: dict[tuple[str, int], bytes] = {}  # (name, row id) -> its record
+        self.identity: int | None = None  # of the Redis pushed to (Pusher.identity)
         self.adopted = 0  # views added from orphaned spools
         self.sweep_seen: set[str] = set()
         self.next_adopt = self.next_sweep = 0.0
@@ -572,6 +626,7 @@ class SpooledCoalescer(ViewCoalescer):
                     self.adopted += adopt_orphans(self.pusher, self.directory)
                 if now >= self.next_sweep:
                     self.next_sweep = now + SWEEP_S
+                    self.identity = self.pusher.identity()  # a restart no push noticed
                     self.sweep_seen = sweep_fences(
                         self.pusher, self.directory, self.token, self.sweep_seen
                     )
@@ -602,8 +657,10 @@ class SpooledCoalescer(ViewCoalescer):
                 return 0
             parts = [p for batch in self.batches for p in batch]
             try:
+                self._intend(parts)
                 self.pusher.push(parts)
-            except CounterError as exc:
+            except (CounterError, OSError) as exc:
+                self.identity = None  # Redis may have restarted: ask again
                 with self.lock:
                     self.healthy = False
                 for p in parts:  # each may have been added: only its fence can tell
@@ -646,6 +703,19 @@ class SpooledCoalescer(ViewCoalescer):
                     log.warning("view spool not read again now: %s", exc)
             self._retire_done()
             return pushed
+
+    def _intend(self, parts: list[Part]) -> None:
+        """Write, in each spool file with parts to send, how far they go and to which
+        Redis (a survivor of this process needs it: see :func:`push_contents`)."""
+        if self.identity is None:
+            self.identity = self.pusher.identity()
+        files = {f.id: f for f in (*self.retired, self.spool) if f is not None}
+        upto: dict[str, int] = {}
+        for p in parts:
+            upto[p.spool] = max(upto.get(p.spool, 0), p.upto)
+        with self.lock:
+            for spool, offset in upto.items():
+                files[spool].append(intent(offset, self.identity))
 
     def _batch(self, spool: SpoolFile, tally: Counter) -> list[Part]:
         """The parts of the views tallied up to the spool's end (under self.lock)."""
@@ -727,7 +797,7 @@ class SpooledCoalescer(ViewCoalescer):
             upto = max(p.upto for p in ours)
             with open(spool.path, "rb") as f:
                 contents = parse(f.read(upto))
-            fresh, fences = _unpushed(self.pusher, spool.id, contents, upto)
+            fresh, fences, _ = _unpushed(self.pusher, spool.id, contents, upto)
             kept = [[p for p in b if p.spool != spool.id] for b in self.batches]
             self.batches = [fresh, *(b for b in kept if b)] if fresh else [b for b in kept if b]
             with self.lock:
