@@ -246,6 +246,7 @@ class Part:
     gone: set = field(default_factory=set)  # (code, row id) of rows found deleted
     dropped: int = 0  # their views (not added)
     uncertain: bool = False  # in a push whose replies were lost: maybe added
+    sent_to: int | None = None  # the identity of the Redis it was last sent to
 
 
 class Pusher:
@@ -658,16 +659,22 @@ class SpooledCoalescer(ViewCoalescer):
             parts = [p for batch in self.batches for p in batch]
             try:
                 self._intend(parts)
+            except (CounterError, OSError) as exc:  # nothing was sent
+                return self._failed(parts, exc)
+            # sent before to a Redis that restarted since: maybe added, and flushed
+            # before it came back older; its fence cannot tell
+            doubtful = [p for p in parts if p.uncertain and p.sent_to != self.identity]
+            if doubtful:
+                self._give_up(doubtful, "Redis restarted since they were sent")
+                parts = [p for batch in self.batches for p in batch]
+            for p in parts:
+                p.sent_to = self.identity
+            try:
                 self.pusher.push(parts)
-            except (CounterError, OSError) as exc:
-                self.identity = None  # Redis may have restarted: ask again
-                with self.lock:
-                    self.healthy = False
+            except CounterError as exc:
                 for p in parts:  # each may have been added: only its fence can tell
                     p.uncertain = True
-                n = sum(sum(p.views.values()) for p in parts)
-                log.warning("view push failed, %d views in the spool are sent again: %s", n, exc)
-                return 0
+                return self._failed(parts, exc)
             pushed = sum(sum(p.views.values()) - p.dropped for p in parts if p.status.done)
             dropped = [key for p in parts for key in p.gone]
             left = ([p for p in b if not p.status.done] for b in self.batches)
@@ -685,17 +692,13 @@ class SpooledCoalescer(ViewCoalescer):
                     self.known.pop((registry.by_code(code).table, row_id), None)
             lost = self._rebase(parts)
             if lost:
-                gone_ids = {id(p) for p in lost}
-                self.batches = [[p for p in b if id(p) not in gone_ids] for b in self.batches]
-                self.batches = [b for b in self.batches if b]
                 files = {f.id: f for f in (*self.retired, self.spool) if f is not None}
                 with self.lock:  # the next part of the shard follows the fence Redis has
                     for p in lost:
                         owner = files.get(p.spool)
                         if owner is not None and owner.chain.get(p.shard) == p.upto:
                             owner.chain[p.shard] = p.fence
-                n = sum(sum(p.views.values()) for p in lost)
-                self._unknown(n, BufferUnavailable("a spool's fence went back in Redis"))
+                self._give_up(lost, "a spool's fence went back in Redis")
             if any(p.status is Status.OUT_OF_STEP and p.fence > p.follows for p in parts):
                 try:
                     self._resync(parts)  # not ours to have moved: read the spool again
@@ -703,6 +706,21 @@ class SpooledCoalescer(ViewCoalescer):
                     log.warning("view spool not read again now: %s", exc)
             self._retire_done()
             return pushed
+
+    def _failed(self, parts: list[Part], exc: Exception) -> int:
+        self.identity = None  # Redis may have restarted: ask again
+        with self.lock:
+            self.healthy = False
+        n = sum(sum(p.views.values()) for p in parts)
+        log.warning("view push failed, %d views in the spool are sent again: %s", n, exc)
+        return 0
+
+    def _give_up(self, parts: list[Part], why: str) -> None:
+        """Drop parts that may have been added: counted as unknown, never sent again."""
+        ids = {id(p) for p in parts}
+        self.batches = [[p for p in b if id(p) not in ids] for b in self.batches]
+        self.batches = [b for b in self.batches if b]
+        self._unknown(sum(sum(p.views.values()) for p in parts), BufferUnavailable(why))
 
     def _intend(self, parts: list[Part]) -> None:
         """Write, in each spool file with parts to send, how far they go and to which

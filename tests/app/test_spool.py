@@ -432,3 +432,26 @@ def test_what_a_dead_process_had_sent_to_a_redis_since_restarted_counts_as_unkno
     assert spooling.drain(counters, directory) == (2 if restarted else 5)
     assert views(counters, post) == (2 if restarted else 5)
     assert counters.shared_stats()["totals"]["views_unknown"] == (3 if restarted else 0)
+
+
+def test_a_maybe_added_push_is_not_sent_again_to_a_redis_that_restarted(
+    client, user, counters, spooling_app, redis_proxy, monkeypatch
+):
+    """Redis ran the push, the reply was lost, and Redis restarted (its identity
+    changed): it may have come back from before the push while a flush had applied it,
+    so the push is counted as unknown, not sent again."""
+    proxy, url = redis_proxy
+    post = create(client, user)
+    page, coalescer = spooling_app(COUNTERS_REDIS_URL=url)
+    for _ in range(4):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    proxy.lose_next_reply(lambda request: b"EVALSHA" in request)
+    assert coalescer.push() == 0
+    real = coalescer.pusher.identity()
+    monkeypatch.setattr(coalescer.pusher, "identity", lambda: real + 1)
+    assert coalescer.push() == 0
+    assert views(counters, post) == 4 and coalescer.unknown == 3
+    assert coalescer.push() == 0  # Redis answers: views are tallied again
+    assert page.post(f"/api/posts/{post}/view").status_code == 204
+    assert coalescer.push() == 1
+    assert views(counters, post) == 5
