@@ -785,10 +785,12 @@ class SpooledCoalescer(ViewCoalescer):
         reply may have been added and flushed before Redis went back: sending it again
         could count it twice, so it is returned, to be counted as unknown instead."""
         waiting: set[tuple[str, int]] = set()
+        added: set[tuple[str, int]] = set()  # later rounds of the push moved the fence
         lost = []
         for p in parts:
             key = (p.spool, p.shard)
-            if p.status is Status.OUT_OF_STEP and p.fence < p.follows and key not in waiting:
+            behind = p.status is Status.OUT_OF_STEP and p.fence < p.follows
+            if behind and key not in waiting and key not in added:
                 log.warning(
                     "spool %s: shard %d's fence went back from %d to %d (Redis lost it)",
                     p.spool,
@@ -800,6 +802,8 @@ class SpooledCoalescer(ViewCoalescer):
                     lost.append(p)
                     continue
                 p.follows = p.fence
+            if p.status is Status.ADDED:
+                added.add(key)
             if not p.status.done:
                 waiting.add(key)
         return lost

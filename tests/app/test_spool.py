@@ -455,3 +455,22 @@ def test_a_maybe_added_push_is_not_sent_again_to_a_redis_that_restarted(
     assert page.post(f"/api/posts/{post}/view").status_code == 204
     assert coalescer.push() == 1
     assert views(counters, post) == 5
+
+
+def test_a_part_waiting_for_postgres_holds_back_the_next_of_its_shard(
+    client, user, counters, spooling_app, r, pg_proxy
+):
+    proxy, url = pg_proxy
+    post = create(client, user)
+    page, coalescer = spooling_app(DATABASE_URL=url)
+    for _ in range(3):
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    r.delete(counters.keys.exists(counters.keys.shard_of(post), "posts"))
+    proxy.cut()
+    assert coalescer.push() == 0  # waits for Postgres
+    for _ in range(3):  # still known: tallied, a second part of the same shard
+        assert page.post(f"/api/posts/{post}/view").status_code == 204
+    proxy.restore()
+    assert coalescer.push() == 2  # the first part; the second was out of step behind it
+    assert coalescer.push() == 3
+    assert views(counters, post) == 6 and coalescer.unknown == 0
