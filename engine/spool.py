@@ -605,10 +605,13 @@ class SpooledCoalescer(ViewCoalescer):
             if inherited is not None:
                 with contextlib.suppress(OSError):
                     os.close(inherited.fd)
-        self.retired, self.batches = [], []
-        self.spool = SpoolFile(
-            self.directory, self.token, self.counters.scope, self.counters.shards
-        )
+        self.retired, self.batches, self.spool = [], [], None
+        try:
+            self.spool = SpoolFile(
+                self.directory, self.token, self.counters.scope, self.counters.shards
+            )
+        except OSError:  # views then take the synchronous path, as without the mode
+            log.exception("no view spool file could be made in %s", self.directory)
         super()._start()
 
     # -- the push thread ---------------------------------------------------------
