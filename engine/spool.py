@@ -269,6 +269,10 @@ class Pusher:
             ids = sorted(v["run_id"] for v in info.values() if isinstance(v, dict))
         return zlib.crc32(",".join(ids).encode())
 
+    def fence_key(self, shard: int) -> str:
+        """The shard's hash of spool fences (spool id -> offset)."""
+        return spool_fences(self.keys, shard)
+
     def fences(self, spool: str) -> dict[int, int]:
         """Per shard, the offset of ``spool`` up to which the shard holds its views."""
         with redis_errors("spool fences"):

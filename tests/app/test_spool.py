@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from engine import spool as spooling
-from engine.keys import spool_fences
 from tests.app.conftest import REDIS_DB, create, process_env
 from tests.app.test_coalesce import NEVER_MS, views
 from tests.proxy import proxied
@@ -45,10 +44,14 @@ def spooled(path: Path) -> list[tuple[str, int, int]]:
     return [(code, row_id, n) for _, code, row_id, n in contents.views]
 
 
+def fence_key(counters, shard: int) -> str:
+    return spooling.Pusher(counters).fence_key(shard)
+
+
 def fences(r, counters, spool: str) -> dict[int, int]:
     found = {}
     for s in range(counters.shards):
-        value = r.hget(spool_fences(counters.keys, s), spool)
+        value = r.hget(fence_key(counters, s), spool)
         if value is not None:
             found[s] = int(value)
     return found
@@ -261,7 +264,7 @@ def test_fences_of_deleted_spools_are_swept_on_the_second_look(
     contents = spooling.parse(live.path.read_bytes())
     assert spooling.push_contents(pusher, live.id, contents, live.fd) == 1
     foreign = "someone-else-1-abcd"  # another host's spool: not this directory's to sweep
-    r.hset(spool_fences(counters.keys, 0), foreign, 44)
+    r.hset(fence_key(counters, 0), foreign, 44)
     seen = spooling.sweep_fences(pusher, directory, coalescer.token, set())
     assert seen == {done.id} and fences(r, counters, done.id)  # first look: kept
     assert spooling.sweep_fences(pusher, directory, coalescer.token, seen) == set()
@@ -308,7 +311,7 @@ def test_a_fence_redis_lost_is_followed_from_where_it_went_back_to(
         assert page.post(f"/api/posts/{post}/view").status_code == 204
     assert coalescer.push() == 2
     shard = counters.keys.shard_of(post)
-    assert r.delete(spool_fences(counters.keys, shard)) == 1  # as a Redis restarted empty
+    assert r.delete(fence_key(counters, shard)) == 1  # as a Redis restarted empty
     for _ in range(2):
         assert page.post(f"/api/posts/{post}/view").status_code == 204
     assert coalescer.push() == 0  # out of step: the fence is behind the part
@@ -398,7 +401,7 @@ def test_a_maybe_added_push_behind_a_fence_that_went_back_is_counted_unknown(
     proxy.lose_next_reply(lambda request: b"EVALSHA" in request)
     assert coalescer.push() == 0
     assert views(counters, post) == 6
-    assert r.delete(spool_fences(counters.keys, counters.keys.shard_of(post))) == 1
+    assert r.delete(fence_key(counters, counters.keys.shard_of(post))) == 1
     assert coalescer.push() == 0
     assert views(counters, post) == 6 and coalescer.unknown == 3
     assert counters.shared_stats()["totals"]["views_unknown"] == 3
