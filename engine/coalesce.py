@@ -11,7 +11,9 @@ What it costs, and why it is off by default:
 * **Loss window.** A 204 no longer means "in Redis". A web process that dies hard
   (SIGKILL, OOM killer, power loss) loses the views of its last interval, plus those
   of a push that was under way. A graceful stop (SIGTERM to gunicorn, Ctrl-C,
-  interpreter exit) pushes what is left first.
+  interpreter exit) pushes what is left first. With ``COUNTERS_COALESCE_SPOOL_DIR`` the views
+  are also written to a file before they are answered, and a hard kill loses none
+  (``engine.spool.SpooledCoalescer``).
 * **Existence.** The first view of a row in a process takes the normal synchronous
   path, so an id that does not exist still gets its 404 and leaves no key. After
   that the row is "known": each push checks existence again, in Redis, and a row
@@ -87,14 +89,20 @@ class ViewCoalescer:
         with self.lock:
             if self.pid != os.getpid():  # first view in this (forked) process
                 self._start()
-            if self.healthy and self.known.get((table, row_id), 0.0) > now:
-                self.tally[(name, row_id)] += 1
+            known = self.healthy and self.known.get((table, row_id), 0.0) > now
+            if known and self._tally(name, row_id):
                 return True
         if not self.counters.view(name, row_id):
             return False
         with self.lock:
             if len(self.known) < KNOWN_MAX:
                 self.known[(table, row_id)] = now + self.known_ttl_s
+        return True
+
+    def _tally(self, name: str, row_id: int) -> bool:
+        """Tally one view of a known row (under self.lock); False: take the synchronous
+        path instead."""
+        self.tally[(name, row_id)] += 1
         return True
 
     def _start(self) -> None:
@@ -120,10 +128,7 @@ class ViewCoalescer:
         with self.push_lock:
             with self.lock:
                 tally, self.tally = self.tally, Counter()
-                now = time.monotonic()
-                if now >= self.next_prune:  # not every push: the set can be large
-                    self.known = {k: t for k, t in self.known.items() if t > now}
-                    self.next_prune = now + PRUNE_EVERY_S
+                self._prune(time.monotonic())
             if not tally:
                 if not self.healthy:  # views go synchronous until Redis answers again
                     self._recheck()
@@ -155,6 +160,13 @@ class ViewCoalescer:
                     self.known.pop((self._table(name), row_id), None)
                     self.dropped += n
             return sum(tally.values()) - sum(retry.values())
+
+    def _prune(self, now: float) -> None:
+        """Forget expired known rows (under self.lock); not every push: the set can be
+        large."""
+        if now >= self.next_prune:
+            self.known = {k: t for k, t in self.known.items() if t > now}
+            self.next_prune = now + PRUNE_EVERY_S
 
     def _recheck(self) -> None:
         try:

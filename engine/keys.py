@@ -29,6 +29,8 @@ single Redis Cluster slot and its Lua scripts touch one node.
     {ctr:7}:rm:posts:<id> hash a row's read model (TTL): "_l" life token of its fill, the
                                counters' stored values by code, ".<column>" JSON values;
                                release.lua builds it as "<prefix><table>:<id>"
+    {ctr:7}:spool        hash  spool id -> offset of that view spool whose views this
+                               shard holds (engine/spool.py; the push's fence)
     {ctr}:stats          hash  flush / reconcile totals, histogram, last summaries
     {ctr}:runs:flush     list  the last busy flushes' summaries, newest first (capped)
     {ctr}:runs:reconcile list  the last reconciles' summaries, newest first (capped)
@@ -189,3 +191,9 @@ def bucket_field(row_id: int, code: str, hour: int) -> str:
 def held_field(code: str, reason: str) -> str:
     """Field of the held hash: views of counter ``code`` held back for ``reason``."""
     return f"{code}:{reason}"
+
+
+def spool_fences(keys: Keys, shard: int) -> str:
+    """The shard's fences of the view spools (engine/spool.py): spool id -> the offset
+    in that spool up to which the shard has its views."""
+    return f"{keys._tag(shard)}:spool"

@@ -132,6 +132,13 @@ SETTINGS: tuple[Setting, ...] = (
         "secret mixed into the hash of address + User-Agent that names a visitor with "
         "no cookie (None: the app's SECRET_KEY, else the scope); keep it stable",
     ),
+    Setting(
+        "COUNTERS_COALESCE_SPOOL_DIR",
+        None,
+        str,
+        "with COUNTERS_COALESCE_MS: each web process writes its tallied views to a file "
+        "here before answering, so a hard kill loses none (a local directory; None = off)",
+    ),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -181,3 +188,5 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError("COUNTERS_READ_MODEL_TTL_S must be 0 (off) or positive (seconds)")
     if config["COUNTERS_FLUSH_THREADS"] < 1:
         raise ValueError("COUNTERS_FLUSH_THREADS must be at least 1 (shards flushed at once)")
+    if config.get("COUNTERS_COALESCE_SPOOL_DIR") and config["COUNTERS_COALESCE_MS"] <= 0:
+        raise ValueError("COUNTERS_COALESCE_SPOOL_DIR needs COUNTERS_COALESCE_MS (the coalescer)")

@@ -33,6 +33,7 @@ from ..counters import Counters
 from ..errors import BufferUnavailable, CounterError, LayoutMismatch, StoreUnavailable
 from ..policy import RAW, Visit
 from ..registry import Registry
+from ..spool import SpooledCoalescer
 
 EXTENSION = "counters"
 
@@ -117,8 +118,13 @@ class FlaskCounters:
         durability = self._check_durability(app, counters)
         self._check_layout(counters)
         coalescer = None
-        if app.config["COUNTERS_COALESCE_MS"] > 0:
-            coalescer = ViewCoalescer(counters, app.config["COUNTERS_COALESCE_MS"] / 1000)
+        interval_s = app.config["COUNTERS_COALESCE_MS"] / 1000
+        if app.config["COUNTERS_COALESCE_SPOOL_DIR"]:
+            coalescer = SpooledCoalescer(
+                counters, interval_s, app.config["COUNTERS_COALESCE_SPOOL_DIR"]
+            )
+        elif interval_s > 0:
+            coalescer = ViewCoalescer(counters, interval_s)
         app.extensions[EXTENSION] = State(counters, coalescer, durability)
         from .cli import counters_cli
 

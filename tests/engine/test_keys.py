@@ -35,6 +35,7 @@ SCRIPTS = (
     "rm_read.lua",
     "rm_fill.lua",
     "rm_forget.lua",
+    "spool.lua",
 )
 MIRRORS = {
     "RM_LIFE": RM_LIFE,
