@@ -8,511 +8,70 @@ push interval, as Redis' ``appendfsync everysec``). The kernel drops the lock of
 process, so a survivor (another process' push thread, a new process at its start, or
 :func:`drain`) takes the orphaned file over and pushes what is in it.
 
-The push is fenced. Each shard keeps, per spool, the offset up to which it holds the
-spool's views (``{ctr:7}:spool``, spool id -> offset), and the script that adds a
-shard's part of a push (``lua/spool.lua``) moves that offset in the same atomic step.
-A part names the offset it follows and the one it brings the shard to; one that is
-already covered adds nothing. So a push whose reply was lost is simply sent again,
-and a survivor pushing an orphan's tail never adds what its owner had pushed.
+The parts, each in its own module:
 
-The file: a header (magic, shard count, scope, CRC), then fixed-size records, each a
-CRC-32 and (counter code, row id, views), or an intent (views up to an offset are being
-sent, to the Redis of a given identity), or a checkpoint (all views before an offset
-are in). A Redis that went back may have lost fences of views it had added (and a
-flush applied): a push that may have been added is then counted as unknown, never
-sent again (:meth:`SpooledCoalescer._rebase`, :func:`push_contents`). A record torn
-by the kill fails its CRC: it, and anything after it, is ignored; its view was never
-answered.
+* ``engine.spool_format``: the file's bytes (header, CRC'd records, intents,
+  checkpoints) and :func:`parse`, which stops at the first torn record;
+* ``engine.spool_files``: a process' own file (:class:`SpoolFile`): created whole,
+  locked, appended to, deleted or let go of;
+* ``engine.spool_push``: the fenced push (:class:`Pusher`, ``lua/spool.lua``): each
+  shard keeps, per spool, the offset up to which it holds its views, moved in the same
+  atomic step that adds them, so a push whose reply was lost is simply sent again;
+* ``engine.spool_orphans``: taking over the files of dead processes
+  (:func:`take_over`) and sweeping the fences of deleted spools (:func:`sweep_fences`);
+* this module: :class:`SpooledCoalescer`, which ties them together, and :func:`drain`.
 
-A spool file whose views are all in is deleted (a process also starts a new one once
-its file is ``ROTATE_BYTES`` long). Fences of deleted spools are removed by
-:func:`sweep_fences` once they have been seen without a file twice, ``SWEEP_S`` apart
-(a push still travelling when its file went must find its fence).
+A Redis that went back may have lost fences of views it had added (and a flush
+applied): a push that may have been added is then counted as unknown, never sent again
+(:meth:`SpooledCoalescer._rebase`, :func:`push_contents`). A spool file whose views are
+all in is deleted (a process also starts a new one once its file is ``ROTATE_BYTES``
+long). Fences of deleted spools are removed once they have been seen without a file
+twice, ``SWEEP_S`` apart (a push still travelling when its file went must find its
+fence).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
-import fcntl
-import json
 import logging
 import os
-import secrets
-import struct
 import time
-import zlib
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .buffer import LAYOUT_CHANGED, LAYOUT_UNKNOWN, RoundTrip, _load, now_ms
 from .coalesce import KNOWN_MAX, KNOWN_TTL_S, ViewCoalescer
-from .errors import BufferUnavailable, CounterError, StoreUnavailable, redis_errors
-from .keys import field as delta_field
-from .keys import spool_fences
+from .errors import BufferUnavailable, CounterError
+from .spool_files import SUFFIX, SpoolFile, dir_token
+from .spool_format import HEADER_SIZE, RECORD_SIZE, checkpoint, intent, parse, record
+from .spool_orphans import adopt_orphans, push_contents, sweep_fences, take_over, unpushed
+from .spool_push import PUSH_ROUNDS, Part, Pusher, Status
+
+__all__ = [
+    "HEADER_SIZE",
+    "RECORD_SIZE",
+    "SUFFIX",
+    "Part",
+    "Pusher",
+    "SpoolFile",
+    "SpooledCoalescer",
+    "Status",
+    "dir_token",
+    "drain",
+    "intent",
+    "parse",
+    "push_contents",
+    "record",
+    "sweep_fences",
+    "take_over",
+    "unpushed",
+]
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"CVS1"
-HEADER = struct.Struct("<4sI32s")  # magic, shard count, scope; then its CRC-32
-HEADER_SIZE = HEADER.size + 4
-BODY = struct.Struct("<8sqI")  # counter code, row id (a checkpoint: offset), views
-RECORD_SIZE = 4 + BODY.size  # CRC-32 of the body, then the body
-CHECKPOINT = b"\0" * 8  # the code of a checkpoint record (codes are alphanumeric)
-INTENT = b"\0" * 7 + b"\1"  # the code of a record "sending views up to here"
-SUFFIX = ".spool"
-PARTIAL = ".new"  # a spool file being created (its header not yet written)
-TOKEN_FILE = "spool.id"  # names the directory: its spools' ids start with it
 
 ROTATE_BYTES = 1 << 20  # a process starts a new spool file past this size (~43k views)
 ADOPT_EVERY_S = 1.0  # how often a push thread looks for orphaned spool files
 SWEEP_S = 60.0  # how often it sweeps the fences of deleted spools (seen twice: removed)
-PARTIAL_TTL_S = 60.0  # a ".new" file this old was left by a process that died creating it
-PUSH_ROUNDS = 3  # rounds of a push whose rows Redis' existence index does not show
-
-
-# -- the file ----------------------------------------------------------------------
-
-
-def _crc(data: bytes) -> bytes:
-    return struct.pack("<I", zlib.crc32(data))
-
-
-def header(scope: str, shards: int) -> bytes:
-    body = HEADER.pack(MAGIC, shards, scope.encode())
-    return body + _crc(body)
-
-
-def record(code: str, row_id: int, n: int = 1) -> bytes:
-    body = BODY.pack(code.encode(), row_id, n)
-    return _crc(body) + body
-
-
-def checkpoint(offset: int) -> bytes:
-    body = BODY.pack(CHECKPOINT, offset, 0)
-    return _crc(body) + body
-
-
-def intent(offset: int, redis_id: int) -> bytes:
-    """ "Views up to ``offset`` are being sent to the Redis whose identity is
-    ``redis_id``" (:meth:`Pusher.identity`), written before they are."""
-    body = BODY.pack(INTENT, offset, redis_id)
-    return _crc(body) + body
-
-
-@dataclass
-class Contents:
-    """What a spool file holds, up to its first torn or corrupt record."""
-
-    scope: str
-    shards: int
-    end: int  # offset after the last whole record
-    checkpoint: int  # every view before this offset was in Redis (its owner said so)
-    views: list[tuple[int, str, int, int]]  # (offset, code, row id, n)
-    sent: int = 0  # views before this offset were sent (the last intent), maybe added
-    sent_to: int = 0  # the identity of the Redis they were sent to
-
-
-def parse(data: bytes) -> Contents | None:
-    """The contents of a spool file; None when even its header is torn."""
-    if len(data) < HEADER_SIZE or _crc(data[: HEADER.size]) != data[HEADER.size : HEADER_SIZE]:
-        return None
-    magic, shards, scope = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        return None
-    offset, mark, views, sent, sent_to = HEADER_SIZE, HEADER_SIZE, [], 0, 0
-    while offset + RECORD_SIZE <= len(data):
-        body = data[offset + 4 : offset + RECORD_SIZE]
-        if _crc(body) != data[offset : offset + 4]:
-            break  # torn by the kill (or the machine's crash): it and what follows
-        code, row_id, n = BODY.unpack(body)
-        if code == CHECKPOINT:
-            mark = row_id
-        elif code == INTENT:
-            sent, sent_to = row_id, n
-        else:
-            views.append((offset, code.rstrip(b"\0").decode(), row_id, n))
-        offset += RECORD_SIZE
-    scope = scope.rstrip(b"\0").decode()
-    return Contents(scope, shards, offset, mark, views, sent, sent_to)
-
-
-def dir_token(directory: Path) -> str:
-    """The directory's token (made by the first process to ask): the prefix of the
-    ids of its spools, so a sweep removes only fences of spools it can see."""
-    path = directory / TOKEN_FILE
-    if not path.exists():
-        tmp = directory / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        tmp.write_text(secrets.token_hex(6) + "\n")
-        try:
-            os.link(tmp, path)  # atomic: the first one wins
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class SpoolFile:
-    """A process' own spool file, locked (``flock``) for as long as the process lives."""
-
-    def __init__(self, directory: Path, token: str, scope: str, shards: int) -> None:
-        self.id = f"{token}-{os.getpid()}-{secrets.token_hex(4)}"
-        self.path = directory / f"{self.id}{SUFFIX}"
-        partial = directory / f"{self.id}{PARTIAL}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(partial, flags, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: nobody else has it
-            os.write(fd, header(scope, shards))
-            os.rename(partial, self.path)  # found by survivors only from now on, whole
-            _sync_dir(directory)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
-        self.fd = fd
-        self.size = HEADER_SIZE
-        self.chain: dict[int, int] = {}  # shard -> the fence its next part follows (0: none)
-        self.mark = HEADER_SIZE  # the last checkpoint written
-
-    def append(self, data: bytes) -> None:
-        """Write whole records; OSError (the file cut back to its last whole record)
-        when the disk refuses them."""
-        try:
-            written = os.write(self.fd, data)
-        except OSError:
-            self._cut()
-            raise
-        if written != len(data):
-            self._cut()
-            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
-        self.size += len(data)
-
-    def _cut(self) -> None:
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.fd, self.size)
-
-    def sync(self) -> None:
-        os.fdatasync(self.fd)
-
-    def delete(self) -> None:
-        """Every view in it is in Redis: remove it."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self.fd)
-
-    def abandon(self) -> None:
-        """Let go of it with views not yet in: a survivor takes it over."""
-        os.close(self.fd)
-
-
-# -- the fenced push ---------------------------------------------------------------
-
-
-class Status(enum.Enum):
-    ADDED = "added"  # the part's views were added, the fence moved to its end
-    ALREADY = "already"  # the fence was past the part already: nothing added
-    OUT_OF_STEP = "out_of_step"  # the fence is elsewhere: nothing added
-    WAITING = "waiting"  # rows Postgres could not be asked about: nothing added
-
-    @property
-    def done(self) -> bool:
-        return self in (Status.ADDED, Status.ALREADY)
-
-
-@dataclass
-class Part:
-    """One shard's views of one spool's offsets ``[follows, upto)``."""
-
-    spool: str
-    shard: int
-    follows: int
-    upto: int
-    views: Counter = field(default_factory=Counter)  # (code, row id) -> n
-    status: Status | None = None
-    fence: int = 0  # the fence Redis reported (ALREADY, OUT_OF_STEP)
-    gone: set = field(default_factory=set)  # (code, row id) of rows found deleted
-    dropped: int = 0  # their views (not added)
-    uncertain: bool = False  # in a push whose replies were lost: maybe added
-    sent_to: int | None = None  # the identity of the Redis it was last sent to
-
-
-class Pusher:
-    """Sends parts of spools to Redis through ``lua/spool.lua``."""
-
-    def __init__(self, counters) -> None:
-        self.counters = counters
-        self.buffer = counters.buffer
-        self.keys = counters.keys
-        self.script = self.buffer.redis.register_script(_load("spool.lua"))
-
-    def identity(self) -> int:
-        """A checksum of the run ids of the Redis servers: it changes whenever one of
-        them restarts (maybe from an older state) or another takes its place."""
-        with redis_errors("redis identity"):
-            info = self.buffer.redis.info("server")
-        if "run_id" in info:
-            ids = [info["run_id"]]
-        else:  # a cluster: one reply per node
-            ids = sorted(v["run_id"] for v in info.values() if isinstance(v, dict))
-        return zlib.crc32(",".join(ids).encode())
-
-    def fence_key(self, shard: int) -> str:
-        """The shard's hash of spool fences (spool id -> offset)."""
-        return spool_fences(self.keys, shard)
-
-    def fences(self, spool: str) -> dict[int, int]:
-        """Per shard, the offset of ``spool`` up to which the shard holds its views."""
-        with redis_errors("spool fences"):
-            pipe = self.buffer.redis.pipeline(transaction=False)
-            for s in range(self.keys.shards):
-                pipe.hget(spool_fences(self.keys, s), spool)
-            return {s: int(v or 0) for s, v in enumerate(pipe.execute())}
-
-    def push(self, parts: list[Part]) -> None:
-        """Send ``parts`` (one round trip, one more per round of Postgres checks) and set
-        each one's ``status``. Parts of one shard and spool go in the order given.
-        BufferUnavailable when Redis did not answer: some parts may have been added;
-        sending them again adds nothing twice."""
-        for part in parts:
-            part.status, part.gone, part.dropped = None, set(), 0
-        confirmed: set[tuple[str, int]] = set()  # rows Postgres has, whatever the index says
-        gone: set[tuple[str, int]] = set()  # rows Postgres does not have
-        todo = [p for p in parts if p.views or p.upto > p.follows]
-        for _ in range(PUSH_ROUNDS):
-            calls = [self._call(p, confirmed, gone) for p in todo]
-            replies = self._run([c[:2] for c in calls])
-            unseen: list[tuple[Part, list, list[int]]] = []
-            for part, (_, _, entries), reply in zip(todo, calls, replies, strict=True):
-                status = int(reply[0])
-                if status == 0:
-                    part.status, part.fence = Status.ADDED, part.upto
-                    part.gone = {k for k in part.views if k in gone}
-                    part.dropped = sum(part.views[k] for k in part.gone)
-                elif status in (1, 2):
-                    part.status = Status.ALREADY if status == 1 else Status.OUT_OF_STEP
-                    part.fence = int(reply[1])
-                else:  # 3: rows the index does not show
-                    unseen.append((part, entries, [int(i) for i in reply[1:]]))
-            if not unseen:
-                return
-            try:
-                self._ask_postgres(unseen, confirmed, gone)
-            except StoreUnavailable:
-                log.warning("spooled views wait for Postgres", exc_info=True)
-                break
-            todo = [part for part, _, _ in unseen]
-        for part in todo:
-            if part.status is None:
-                part.status = Status.WAITING
-
-    def _ask_postgres(self, unseen, confirmed: set, gone: set) -> None:
-        """Sort the rows the index did not show into ``confirmed`` and ``gone``; mark
-        rows that exist but a loaded index missed (Redis back from an old dump)."""
-        asked: dict[str, set[int]] = {}
-        stale: dict[str, set[int]] = {}
-        for _, entries, numbers in unseen:
-            for i in numbers:
-                code, row_id, table = entries[abs(i) - 1]
-                asked.setdefault(table, set()).add(row_id)
-                if i > 0:
-                    stale.setdefault(table, set()).add(row_id)
-        existence = self.counters.existence
-        found = {table: existence.stored(table, ids) for table, ids in asked.items()}
-        for _, entries, numbers in unseen:
-            for i in numbers:
-                code, row_id, table = entries[abs(i) - 1]
-                (confirmed if row_id in found[table] else gone).add((code, row_id))
-        for table, ids in stale.items():
-            if ids & found[table]:
-                try:
-                    existence.mark(table, ids & found[table])
-                except CounterError:
-                    log.warning("could not mark %s rows again in the index", table)
-
-    def _call(self, part: Part, confirmed: set, gone: set):
-        k, s = self.keys, part.shard
-        keys = [k.pending(s), k.accepted(s), k.gen(s), k.seq(s), k.layout(s), spool_fences(k, s)]
-        slots: dict[str, int] = {}
-
-        def slot(key: str) -> int:
-            if key not in slots:
-                keys.append(key)
-                slots[key] = len(keys)
-            return slots[key]
-
-        args: list = [now_ms(), self.buffer.gen_token, k.shards, part.spool, part.follows]
-        args += [part.upto, self.buffer.bucketed_codes]
-        entries = []
-        registry = self.counters.registry
-        for (code, row_id), n in part.views.items():
-            counter = registry.by_code(code)
-            if counter is None or (code, row_id) in gone or not n:
-                if counter is None:
-                    log.error("spooled views of unknown counter code %r dropped", code)
-                continue
-            bits = far = 0
-            where = k.exists_offset(row_id)
-            if (code, row_id) not in confirmed:
-                bits = slot(k.exists(s, counter.table))
-                if not k.in_bitmap(row_id):
-                    far, where = slot(k.exists_sparse(s, counter.table)), row_id
-            args += [delta_field(row_id, code), n, bits, far, where]
-            entries.append((code, row_id, counter.table))
-        return keys, args, entries
-
-    def _run(self, calls: list[tuple[list, list]]) -> list:
-        if not calls:
-            return []
-        with redis_errors("spool push"):
-            trip = RoundTrip(self.buffer.redis)
-            for keys, args in calls:
-                trip.script(self.script, keys, args)
-            replies = trip.execute()
-            unknown = [i for i, r in enumerate(replies) if int(r[0]) == LAYOUT_UNKNOWN]
-            if unknown:  # nothing was written: set the layout up, send those again
-                self.buffer.on_unknown_layout()
-                again = RoundTrip(self.buffer.redis)
-                for i in unknown:
-                    again.script(self.script, *calls[i])
-                for i, reply in zip(unknown, again.execute(), strict=True):
-                    replies[i] = reply
-        if any(int(r[0]) in (LAYOUT_CHANGED, LAYOUT_UNKNOWN) for r in replies):
-            self.buffer.outcome(LAYOUT_CHANGED)  # raises LayoutMismatch
-        return replies
-
-
-# -- orphans -------------------------------------------------------------------------
-
-
-def push_contents(pusher: Pusher, spool: str, contents: Contents, fd: int) -> int | None:
-    """Push what of ``contents`` (an orphan's, open as ``fd``) Redis does not hold, by
-    the spool's fences: the views added, or None when some could not be pushed now
-    (Redis or Postgres unavailable).
-
-    Views its owner had sent when it died are pushed by the fences too, unless Redis
-    restarted since (another identity): its fences may have gone back then, while the
-    views they covered were added and flushed, so those views are counted as unknown
-    instead (never twice). This push's own intent goes in the file first."""
-    identity = pusher.identity()
-    os.write(fd, intent(contents.end, identity))
-    doubtful = contents.sent if contents.sent_to != identity else 0
-    added = 0
-    for _ in range(PUSH_ROUNDS):
-        parts, _, unknown = _unpushed(pusher, spool, contents, contents.end, doubtful)
-        pusher.push(parts)
-        added += sum(sum(p.views.values()) - p.dropped for p in parts if p.status is Status.ADDED)
-        if all(p.status.done for p in parts):
-            if unknown:
-                log.warning(
-                    "spool %s: %d views sent before Redis restarted may or may not have "
-                    "been counted",
-                    spool,
-                    unknown,
-                )
-                pusher.counters.stats.record_unknown(unknown)
-            return added
-        if any(p.status is Status.WAITING for p in parts):
-            return None
-        # out of step: a push of the dead owner landed meanwhile; read the fences again
-    return None
-
-
-def _unpushed(pusher: Pusher, spool: str, contents: Contents, upto: int, doubtful: int = 0):
-    """Per shard, a part of the views before ``upto`` that its fence does not cover
-    (nor the spool's checkpoint), following that fence; the fences; and how many of
-    those views lie before ``doubtful`` (left out of the parts)."""
-    fences = pusher.fences(spool)
-    start = {s: max(f, contents.checkpoint) for s, f in fences.items()}
-    views: dict[int, Counter] = {}
-    unknown = 0
-    for offset, code, row_id, n in contents.views:
-        s = pusher.keys.shard_of(row_id)
-        if start[s] <= offset < upto:
-            if offset < doubtful:
-                unknown += n
-            else:
-                views.setdefault(s, Counter())[(code, row_id)] += n
-    parts = [Part(spool, s, fences[s], upto, v) for s, v in sorted(views.items())]
-    return parts, fences, unknown
-
-
-def take_over(pusher: Pusher, path: Path) -> int | None:
-    """Push an orphaned spool file and delete it: the views added, or None when it is
-    not an orphan (its owner lives, another survivor has it) or could not be finished
-    now (it is left for the next try)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None  # its owner is alive
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # another survivor pushed and deleted it meanwhile
-            return None
-        size = os.fstat(fd).st_size
-        contents = parse(os.pread(fd, size, 0))
-        if contents is None:  # its header torn: it never held an answered view
-            path.unlink()
-            return 0
-        keys = pusher.keys
-        if (contents.scope, contents.shards) != (keys.scope, keys.shards):
-            log.warning(
-                "spool %s is of scope %s with %d shards: left alone",
-                path,
-                contents.scope,
-                contents.shards,
-            )
-            return None
-        spool = path.name[: -len(SUFFIX)]
-        if contents.end < size:  # the torn tail goes: this push's intent follows the views
-            os.ftruncate(fd, contents.end)
-        added = push_contents(pusher, spool, contents, fd)
-        if added is None:
-            return None
-        path.unlink()
-        record = {"event": "spool_taken_over", "spool": spool, "views_added": added}
-        record["torn_bytes"] = size - contents.end
-        log.info("%s", json.dumps(record))
-        return added
-    except (CounterError, OSError) as exc:
-        log.warning("spool %s not taken over now: %s", path, exc)
-        return None
-    finally:
-        os.close(fd)
-
-
-def adopt_orphans(pusher: Pusher, directory: Path) -> int:
-    """Take over every orphaned spool file of ``directory`` (see :func:`take_over`);
-    removes ``.new`` files of processes that died creating one. Returns views added."""
-    added = 0
-    now = time.time()
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if entry.name.endswith(SUFFIX):
-            added += take_over(pusher, Path(entry.path)) or 0
-        elif entry.name.endswith(PARTIAL):
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > PARTIAL_TTL_S:
-                    os.unlink(entry.path)
-    return added
 
 
 def drain(counters, directory: str | Path) -> int:
@@ -520,39 +79,6 @@ def drain(counters, directory: str | Path) -> int:
     for after the web processes were stopped (say, before a reshard), or a check.
     Returns the views added; files of live processes are left to them."""
     return adopt_orphans(Pusher(counters), Path(directory))
-
-
-def sweep_fences(pusher: Pusher, directory: Path, token: str, seen: set[str]) -> set[str]:
-    """Remove the fences of this directory's spools whose file is gone and was gone
-    at the previous sweep (``seen``, what that sweep returned); returns those gone now."""
-    keys = pusher.keys
-    with redis_errors("spool fences"):
-        pipe = pusher.buffer.redis.pipeline(transaction=False)
-        for s in range(keys.shards):
-            pipe.hkeys(spool_fences(keys, s))
-        found = pipe.execute()
-    prefix = f"{token}-"
-    gone_now: set[str] = set()
-    remove: dict[int, list[str]] = {}
-    for s, ids in enumerate(found):
-        for raw in ids:
-            spool = raw.decode() if isinstance(raw, bytes) else raw
-            if not spool.startswith(prefix) or (directory / f"{spool}{SUFFIX}").exists():
-                continue
-            if spool in seen:
-                remove.setdefault(s, []).append(spool)
-            else:
-                gone_now.add(spool)
-    if remove:
-        with redis_errors("spool fences"):
-            pipe = pusher.buffer.redis.pipeline(transaction=False)
-            for s, ids in remove.items():
-                pipe.hdel(spool_fences(keys, s), *ids)
-            pipe.execute()
-    return gone_now
-
-
-# -- the coalescer with a spool ------------------------------------------------------
 
 
 class SpooledCoalescer(ViewCoalescer):
@@ -826,7 +352,7 @@ class SpooledCoalescer(ViewCoalescer):
             upto = max(p.upto for p in ours)
             with open(spool.path, "rb") as f:
                 contents = parse(f.read(upto))
-            fresh, fences, _ = _unpushed(self.pusher, spool.id, contents, upto)
+            fresh, fences, _ = unpushed(self.pusher, spool.id, contents, upto)
             kept = [[p for p in b if p.spool != spool.id] for b in self.batches]
             self.batches = [fresh, *(b for b in kept if b)] if fresh else [b for b in kept if b]
             with self.lock:

@@ -359,7 +359,7 @@ def test_a_fence_moved_behind_the_owners_back_is_read_again_from_the_spool(
     mid = spooling.HEADER_SIZE + 2 * spooling.RECORD_SIZE
     contents = spooling.parse(spool.path.read_bytes())
     # someone else pushes the first two views of this live process' spool
-    parts, _, _ = spooling._unpushed(coalescer.pusher, spool.id, contents, mid)
+    parts, _, _ = spooling.unpushed(coalescer.pusher, spool.id, contents, mid)
     coalescer.pusher.push(parts)
     assert views(counters, post) == 3
     assert coalescer.push() == 0  # out of step: the part is rebuilt from the file
