@@ -27,6 +27,7 @@ from .policy import ViewPolicy, Visit
 from .reconcile import Fix, ReconcileResult
 from .registry import Counter, Registry
 from .retention import RetentionResult
+from .spool import SpooledCoalescer
 from .window_read import Series
 from .windows import TRENDING_WINDOWS, WINDOWS
 
@@ -51,6 +52,7 @@ __all__ = [
     "UnknownWindow",
     "RetentionResult",
     "Series",
+    "SpooledCoalescer",
     "TRENDING_WINDOWS",
     "WINDOWS",
     "UnsafeRedis",

@@ -25,6 +25,7 @@ PUBLIC_MODULES = {
     "engine.intervals",
     "engine.logs",
     "engine.schema",
+    "engine.spool",
     "engine.sqlarrays",
     "engine.visitors",
     "engine.flask.visitors",
