@@ -361,12 +361,62 @@ class Buffer:
         with redis_errors(f"unlock shard {shard}"):
             self._unlock(keys=[self.keys.flushing(shard)], args=[token])
 
+    def lock_many(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
+        """:meth:`lock` for each shard under one ``token``, one round trip; the shards
+        locked (the others another flush holds)."""
+        with redis_errors("lock shards"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in shards:
+                pipe.set(self.keys.flushing(s), token, nx=True, px=ttl_ms)
+            got = pipe.execute()
+        return [s for s, ok in zip(shards, got, strict=True) if ok]
+
+    def relock_many(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
+        """:meth:`relock` for each shard, one round trip; the shards still ours."""
+        calls = [(self._relock, [self.keys.flushing(s)], [token, ttl_ms]) for s in shards]
+        return [s for s, ok in zip(shards, self._trip(calls, "lock shards"), strict=True) if ok]
+
+    def unlock_many(self, shards: Sequence[int], token: str) -> None:
+        """:meth:`unlock` for each shard, one round trip."""
+        self._trip([(self._unlock, [self.keys.flushing(s)], [token]) for s in shards], "unlock")
+
+    def sizes(self, shards: Sequence[int]) -> list[int]:
+        """Fields (deltas, time buckets and bookkeeping) each shard's pending and inflight
+        hashes hold together, one round trip: what a flush of it would claim."""
+        with redis_errors("shard sizes"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in shards:
+                pipe.hlen(self.keys.pending(s))
+                pipe.hlen(self.keys.inflight(s))
+            lens = pipe.execute()
+        return [lens[2 * i] + lens[2 * i + 1] for i in range(len(shards))]
+
+    def _trip(self, calls: list[tuple[Script, list, list]], what: str) -> list:
+        if not calls:
+            return []
+        with redis_errors(what):
+            trip = RoundTrip(self.redis)
+            for script, keys, args in calls:
+                trip.script(script, keys, args)
+            return trip.execute()
+
     def claim(self, shard: int, token: str) -> Claim | None:
         """Move pending to inflight under ``token`` (at most ``claim_max_fields`` delta
         fields of it: ``partial`` says more were left), or return the inflight batch as is."""
         args = [token, now_ms(), self.claim_max_fields]
         with redis_errors(f"claim shard {shard}"):
             reply = self._claim(keys=self.keys.shard_keys(shard), args=args)
+        return self._claimed(shard, reply)
+
+    def claim_many(self, tokens: dict[int, str]) -> dict[int, Claim | None]:
+        """:meth:`claim` of each shard under its token (``{shard: token}``), one round trip."""
+        args = [now_ms(), self.claim_max_fields]
+        calls = [(self._claim, self.keys.shard_keys(s), [t, *args]) for s, t in tokens.items()]
+        replies = self._trip(calls, "claim shards")
+        return {s: self._claimed(s, r) for s, r in zip(tokens, replies, strict=True)}
+
+    @staticmethod
+    def _claimed(shard: int, reply) -> Claim | None:
         if not reply:
             return None
         token, seq, claimed_ms, resumed, flat, base, partial = reply
@@ -429,6 +479,45 @@ class Buffer:
             self._fsynced(shard, node, replies[1])
         return int(replies[0]) if replies[0] is not None else None
 
+    def number_many(self, batches: Sequence[tuple[int, str, int | None]]) -> list[int | None]:
+        """:meth:`number` of each ``(shard, token, fresh_seq)``: per Redis node, one pipeline
+        of the numbering scripts of its shards with one ``WAITAOF`` behind them all (it
+        covers every write the connection made before it); the seqs in the same order."""
+        by_node: dict[str, tuple] = {}
+        for i, (shard, token, fresh) in enumerate(batches):
+            client, node = self._node_of(self.keys.batch(shard))
+            by_node.setdefault(node, (client, []))[1].append((i, shard, token, fresh))
+        out: list[int | None] = [None] * len(batches)
+        for node, (client, items) in by_node.items():
+            shards = [item[1] for item in items]
+            wait = node not in self._no_waitaof
+            with redis_errors(f"number shards {shards}"):
+                if node not in self._assign_loaded:
+                    client.script_load(self._assign.script)
+                    self._assign_loaded.add(node)
+                for _ in range(2):
+                    pipe = client.pipeline(transaction=False)
+                    for _, shard, token, fresh in items:
+                        keys = [self.keys.batch(shard), self.keys.seq(shard)]
+                        keys.append(self.keys.pending(shard))
+                        args = [token, "" if fresh is None else fresh, now_ms()]
+                        pipe.execute_command("EVALSHA", self._assign.sha, 3, *keys, *args)
+                    if wait:
+                        pipe.execute_command("WAITAOF", 1, 0, DURABLE_TIMEOUT_MS)
+                    replies = pipe.execute(raise_on_error=False)
+                    if not any(isinstance(r, NoScriptError) for r in replies[: len(items)]):
+                        break
+                    # nothing ran (the scripts that did return the same seq again)
+                    client.script_load(self._assign.script)
+                for reply in replies[: len(items)]:
+                    if isinstance(reply, Exception):
+                        raise reply
+            if wait:
+                self._fsynced(shards[0], node, replies[-1])
+            for (i, *_), reply in zip(items, replies, strict=False):
+                out[i] = int(reply) if reply is not None else None
+        return out
+
     def _node_of(self, key: str):
         """(client, name) of the node that owns ``key``: the client itself, or on a
         Redis Cluster the client of the primary of the key's slot."""
@@ -459,6 +548,14 @@ class Buffer:
         args = [token, gen or "", k.read_model_prefix(shard), *self.read_model_tables]
         with redis_errors(f"release shard {shard}"):
             return bool(self._release(keys=keys, args=args))
+
+    def release_many(self, batches: Sequence[tuple[int, str, str | None]]) -> list[bool]:
+        """:meth:`release` of each ``(shard, token, gen)``, one round trip."""
+        calls = []
+        for shard, token, gen in batches:
+            keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
+            calls.append((self._release, keys, [token] if gen is None else [token, gen]))
+        return [bool(r) for r in self._trip(calls, "release shards")]
 
     # -- reading -------------------------------------------------------------
 

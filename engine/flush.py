@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import buckets, lineage, windows
+from . import buckets, flush_combined, lineage, windows
 from .batch import Batch, decoded, split
 from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
@@ -65,6 +65,7 @@ APPLY_SETTINGS = sa.text(
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
 )
 NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
+NEXT_SEQS = sa.text("SELECT nextval('counter_batch_seq') FROM generate_series(1, :n)")
 
 # Shards flushed at once by one flush call: two overlap one shard's Redis and Python
 # work with another's Postgres work, using at most two connections.
@@ -258,6 +259,13 @@ class Flusher:
         with sql_errors("next batch seq"), self.sql.begin() as conn:
             return conn.execute(NEXT_SEQ).scalar_one()
 
+    def _next_seqs(self, n: int) -> list[int]:
+        """``n`` seqs in one query (none asked, no query)."""
+        if not n:
+            return []
+        with sql_errors("next batch seqs"), self.sql.begin() as conn:
+            return list(conn.execute(NEXT_SEQS, {"n": n}).scalars())
+
     def _apply(self, conn: sa.Connection, batch: Batch, result: ShardFlush) -> None:
         result.deltas_dropped += batch.unknown
         gone_by_table: dict[str, set[int]] = {}
@@ -338,6 +346,10 @@ class Flusher:
         else:
             self.buffer.release(shard, claim.token)
         result.duration_s = time.perf_counter() - started
+        self._log(result)
+        return result
+
+    def _log(self, result: ShardFlush) -> None:
         log.info(
             "%s",
             json.dumps({"event": "counter_flush", "scope": self.scope, **result.as_dict()}),
@@ -346,10 +358,9 @@ class Flusher:
             log.warning(
                 "dropped deltas for %d deleted rows on shard %d: %s",
                 result.rows_missing,
-                shard,
+                result.shard,
                 result.missing[:20],
             )
-        return result
 
     def _mark(self, conn: sa.Connection, claim: Claim, seq: int) -> tuple[str | None, str | None]:
         """Record the batch in the ledger: (verdict, gen the ledger holds now), or
@@ -405,11 +416,12 @@ class Flusher:
             gen,
         )
 
-    def _drain(self, shard: int, lock: str) -> list[ShardFlush]:
+    def _drain(self, shard: int, lock: str, limit: int = DRAIN_BATCHES) -> list[ShardFlush]:
         """Flush the shard's batch, then the next one while there is more: what piled up
-        behind an orphaned batch, or the rest of a backlog a bounded claim left."""
+        behind an orphaned batch, or the rest of a backlog a bounded claim left (``limit``
+        batches at most)."""
         done = []
-        while len(done) < DRAIN_BATCHES:
+        while len(done) < limit:
             result = self.flush_shard(shard)
             if result is None:
                 break
@@ -438,22 +450,26 @@ class Flusher:
         the others. A shard whose lock another flush holds is skipped (``skipped``): that
         flush applies what is there, the next one what comes after.
 
-        Up to ``threads`` shards flush at once, each in its own transaction on its own
-        connection, so one shard's Redis and Python work overlaps another's Postgres
-        work. Shards own disjoint rows and every transaction locks rows in id order, so
-        they cannot deadlock with each other or with a reconcile.
+        When the shards hold few fields (engine/flush_combined.py), their batches are
+        applied together in one transaction. Otherwise up to ``threads`` shards flush at
+        once, each in its own transaction on its own connection, so one shard's Redis and
+        Python work overlaps another's Postgres work. Shards own disjoint rows and every
+        transaction locks rows in id order, so they cannot deadlock with each other or
+        with a reconcile.
 
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
         """
         started = time.perf_counter()
         shards = list(shards)
-        workers = min(self.threads, len(shards))
-        if workers > 1:
-            with ThreadPoolExecutor(workers, thread_name_prefix="counter-flush") as pool:
-                outcomes = list(pool.map(self._flush_locked, shards))
+        try:
+            small = bool(shards) and flush_combined.is_small(self, shards)
+        except BufferUnavailable:
+            small = False  # each shard finds Redis down on its own, as it would below
+        if small:
+            outcomes = flush_combined.flush_together(self, shards)
         else:
-            outcomes = [self._flush_locked(shard) for shard in shards]
+            outcomes = self._map(self._flush_locked, shards)
         summary = FlushSummary()
         first_error: CounterError | None = None
         for shard, (done, skipped, error) in zip(shards, outcomes, strict=True):
@@ -468,6 +484,14 @@ class Flusher:
             first_error.summary = summary
             raise first_error
         return summary
+
+    def _map(self, fn, shards: list[int]) -> list:
+        """``[fn(shard) for shard in shards]``, up to ``threads`` at once."""
+        workers = min(self.threads, len(shards))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="counter-flush") as pool:
+                return list(pool.map(fn, shards))
+        return [fn(shard) for shard in shards]
 
     def _unlock(self, shard: int, token: str) -> None:
         try:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from engine import BufferUnavailable, Counters, UnsafeRedis
+from engine import BufferUnavailable, Counters, UnsafeRedis, flush_combined
 from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
 
@@ -104,13 +104,17 @@ def test_redis_crash_after_commit_restarts_from_aof_without_double_apply(aof, sq
     assert again.buffer.dirty_shards() == []
 
 
-def test_flush_waits_for_the_fsync_of_its_claim(aof, sql):
+@pytest.mark.parametrize("together", [True, False])
+def test_flush_waits_for_the_fsync_of_its_claim(together, aof, sql, monkeypatch):
+    if not together:  # every flush the per-shard way
+        monkeypatch.setattr(flush_combined, "COMBINE_MAX_FIELDS", 0)
     client = aof.start()
     counters = Counters(client, sql, REGISTRY, shards=2)
     ids = seed(sql, "items", 4)
     counters.incr_many([("items.hits", i, 1) for i in ids])
     counters.flush_all()
-    assert commands_called(client, "waitaof") == 2  # one per batch
+    # one behind all the batches of a small flush, else one per batch
+    assert commands_called(client, "waitaof") == (1 if together else 2)
 
 
 def test_without_waitaof_flushes_go_on_without_waiting(counters, sql, r):
@@ -144,14 +148,17 @@ def test_a_resumed_batch_is_fenced_on_the_connection_that_wrote(aof, sql):
     assert stored(sql, "items", "hits") == {i: 3}
 
 
-def test_a_new_batch_is_fenced_on_the_connection_that_claimed_it(aof, sql):
+@pytest.mark.parametrize("together", [True, False])
+def test_a_new_batch_is_fenced_on_the_connection_that_claimed_it(together, aof, sql, monkeypatch):
+    if not together:
+        monkeypatch.setattr(flush_combined, "COMBINE_MAX_FIELDS", 0)
     client = aof.start()
     counters = Counters(client, sql, REGISTRY, shards=2)
     ids = seed(sql, "items", 4)
     counters.incr_many([("items.hits", i, 1) for i in ids])
     with monitored(aof.client()) as feed:
         counters.flush_all()
-    assert fenced_waitaofs(feed) == [True, True]
+    assert fenced_waitaofs(feed) == ([True] if together else [True, True])
 
 
 def test_durability_report_of_valkey_with_aof(aof, sql):
