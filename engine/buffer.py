@@ -223,6 +223,7 @@ class Buffer:
         self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
         self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
+        self._sizes = redis.register_script(_load("sizes.lua"))
         self._read = redis.register_script(_load("read.lua"))
         self.mark_script = redis.register_script(_load("mark.lua"))
         self._count_buckets = redis.register_script(_load("count_buckets.lua"))
@@ -383,13 +384,8 @@ class Buffer:
     def sizes(self, shards: Sequence[int]) -> list[int]:
         """Fields (deltas, time buckets and bookkeeping) each shard's pending and inflight
         hashes hold together, one round trip: what a flush of it would claim."""
-        with redis_errors("shard sizes"):
-            pipe = self.redis.pipeline(transaction=False)
-            for s in shards:
-                pipe.hlen(self.keys.pending(s))
-                pipe.hlen(self.keys.inflight(s))
-            lens = pipe.execute()
-        return [lens[2 * i] + lens[2 * i + 1] for i in range(len(shards))]
+        calls = [(self._sizes, [self.keys.pending(s), self.keys.inflight(s)], []) for s in shards]
+        return self._trip(calls, "shard sizes")
 
     def _trip(self, calls: list[tuple[Script, list, list]], what: str) -> list:
         if not calls:
@@ -549,13 +545,21 @@ class Buffer:
         with redis_errors(f"release shard {shard}"):
             return bool(self._release(keys=keys, args=args))
 
-    def release_many(self, batches: Sequence[tuple[int, str, str | None]]) -> list[bool]:
-        """:meth:`release` of each ``(shard, token, gen)``, one round trip."""
+    def release_many(
+        self,
+        batches: Sequence[tuple[int, str, str | None]],
+        unlock: Sequence[int] = (),
+        lock_token: str = "",
+    ) -> list[bool]:
+        """:meth:`release` of each ``(shard, token, gen)``, then :meth:`unlock` of the
+        ``unlock`` shards (flush locks held under ``lock_token``), in one round trip;
+        whether each batch was released."""
         calls = []
         for shard, token, gen in batches:
             keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
             calls.append((self._release, keys, [token] if gen is None else [token, gen]))
-        return [bool(r) for r in self._trip(calls, "release shards")]
+        calls += [(self._unlock, [self.keys.flushing(s)], [lock_token]) for s in unlock]
+        return [bool(r) for r in self._trip(calls, "release shards")[: len(batches)]]
 
     # -- reading -------------------------------------------------------------
 

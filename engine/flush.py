@@ -65,7 +65,6 @@ APPLY_SETTINGS = sa.text(
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
 )
 NEXT_SEQ = sa.text("SELECT nextval('counter_batch_seq')")
-NEXT_SEQS = sa.text("SELECT nextval('counter_batch_seq') FROM generate_series(1, :n)")
 
 # Shards flushed at once by one flush call: two overlap one shard's Redis and Python
 # work with another's Postgres work, using at most two connections.
@@ -237,10 +236,12 @@ class Flusher:
         hook: Hook | None = None,
         lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         threads: int = FLUSH_THREADS,
+        combine_max_fields: int = flush_combined.COMBINE_MAX_FIELDS,
     ) -> None:
         if threads < 1:
             raise ValueError("flush threads must be at least 1")
         self.threads = threads
+        self.combine_max_fields = combine_max_fields  # 0: every shard on its own
         self.lock_ttl_ms = lock_ttl_ms
         self.buffer = buffer
         self.sql = sql
@@ -258,13 +259,6 @@ class Flusher:
     def _next_seq(self) -> int:
         with sql_errors("next batch seq"), self.sql.begin() as conn:
             return conn.execute(NEXT_SEQ).scalar_one()
-
-    def _next_seqs(self, n: int) -> list[int]:
-        """``n`` seqs in one query (none asked, no query)."""
-        if not n:
-            return []
-        with sql_errors("next batch seqs"), self.sql.begin() as conn:
-            return list(conn.execute(NEXT_SEQS, {"n": n}).scalars())
 
     def _apply(self, conn: sa.Connection, batch: Batch, result: ShardFlush) -> None:
         result.deltas_dropped += batch.unknown
@@ -365,8 +359,16 @@ class Flusher:
     def _mark(self, conn: sa.Connection, claim: Claim, seq: int) -> tuple[str | None, str | None]:
         """Record the batch in the ledger: (verdict, gen the ledger holds now), or
         (None, ledger gen) when Postgres already has this seq."""
+        params = self._mark_params(claim, seq)
+        row = conn.execute(MARK_APPLIED, params).first()
+        if row is not None:
+            return row[0], row[1]
+        return self._unmarked(conn, claim)
+
+    def _mark_params(self, claim: Claim, seq: int) -> dict:
+        """MARK_APPLIED's parameters for this batch."""
         base = claim.base
-        params = {
+        return {
             "scope": self.scope,
             "shard": claim.shard,
             "seq": seq,
@@ -377,13 +379,14 @@ class Flusher:
             "mint": f"m{uuid.uuid4().hex[:12]}" if claim.resumed or claim.partial else None,
             "split": claim.partial and not claim.resumed,
         }
-        row = conn.execute(MARK_APPLIED, params).first()
-        if row is not None:
-            return row[0], row[1]
-        if base is None:
+
+    def _unmarked(self, conn: sa.Connection, claim: Claim) -> tuple[None, str | None]:
+        """``_mark``'s answer for a batch Postgres already has: (None, ledger gen)."""
+        if claim.base is None:
             return None, None
         # A flush that dropped this batch may have died before its release: the lineage
         # it recorded must still reach Redis.
+        params = {"scope": self.scope, "shard": claim.shard}
         return None, conn.execute(LEDGER_GEN, params).scalar()
 
     def _roll_back(
@@ -460,13 +463,17 @@ class Flusher:
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
         """
-        started = time.perf_counter()
         shards = list(shards)
         try:
-            small = bool(shards) and flush_combined.is_small(self, shards)
+            sizes = self.buffer.sizes(shards) if self.combine_max_fields > 0 else []
         except BufferUnavailable:
-            small = False  # each shard finds Redis down on its own, as it would below
-        if small:
+            sizes = []  # each shard finds Redis down on its own, as it would below
+        return self._flush(shards, sizes)
+
+    def _flush(self, shards: list[int], sizes: list[int]) -> FlushSummary:
+        """:meth:`flush_shards`, given their ``Buffer.sizes`` (none: apart)."""
+        started = time.perf_counter()
+        if flush_combined.is_small(self, sizes):
             outcomes = flush_combined.flush_together(self, shards)
         else:
             outcomes = self._map(self._flush_locked, shards)
@@ -501,4 +508,5 @@ class Flusher:
 
     def flush_all(self) -> FlushSummary:
         """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
-        return self.flush_shards(self.buffer.dirty_shards())
+        sizes = self.buffer.sizes(range(self.buffer.keys.shards))
+        return self._flush([s for s, n in enumerate(sizes) if n], [n for n in sizes if n])

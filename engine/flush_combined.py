@@ -32,6 +32,7 @@ connection, is retried shard by shard, so one bad batch cannot hold the others b
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -49,18 +50,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Fields (deltas, time buckets, bookkeeping) all the shards to flush may hold for them to
-# go in one transaction. Below it the fixed costs per shard outweigh the rows; above it
-# two shards' transactions at once (flush.FLUSH_THREADS) keep two cores busy, which one
-# statement cannot (benchmarks/flush_bench.py measures both at 10k and 100k counters).
+# Fields (deltas, time buckets, bookkeeping) the shards to flush may hold at most to go
+# in one transaction (the default of Flusher.combine_max_fields). Below it the fixed
+# costs per shard outweigh the rows; above it two shards' transactions at once
+# (flush.FLUSH_THREADS) keep two cores busy, which one statement cannot
+# (benchmarks/flush_bench.py measures both ways at 10k and 100k counters).
 COMBINE_MAX_FIELDS = 20_000
+
+NEXT_SEQS = "SELECT nextval('counter_batch_seq') FROM generate_series(1, :n)"
 
 Outcome = tuple[list["ShardFlush"], bool, CounterError | None]  # flush._flush_locked's
 
 
-def is_small(flusher: Flusher, shards: list[int]) -> bool:
-    """True when ``shards`` hold few enough fields to flush in one transaction."""
-    return sum(flusher.buffer.sizes(shards)) <= COMBINE_MAX_FIELDS
+@functools.cache
+def settings_and_seqs() -> sa.TextClause:
+    """flush.APPLY_SETTINGS, then ``:n`` seqs: one round trip, whose result is the seqs."""
+    from .flush import APPLY_SETTINGS
+
+    return sa.text(f"{APPLY_SETTINGS.text}; {NEXT_SEQS}")
+
+
+def is_small(flusher: Flusher, sizes: list[int]) -> bool:
+    """True when shards of these ``Buffer.sizes`` go in one transaction."""
+    return 0 < sum(sizes) <= flusher.combine_max_fields
 
 
 def flush_together(flusher: Flusher, shards: list[int]) -> list[Outcome]:
@@ -76,14 +88,15 @@ def flush_together(flusher: Flusher, shards: list[int]) -> list[Outcome]:
         locked = buffer.lock_many(shards, token, flusher.lock_ttl_ms)
     except BufferUnavailable as exc:
         return [([], False, exc) for _ in shards]
+    held = set(locked)  # dropped with the last release of each shard
+    active, rounds = locked, 0
     try:
-        active, rounds = locked, 0
         while active and rounds < DRAIN_BATCHES:
-            if rounds and not is_small(flusher, active):
+            if rounds and not is_small(flusher, buffer.sizes(active)):
                 _per_shard(flusher, active, token, done, errors, DRAIN_BATCHES - rounds)
                 break
             try:
-                results = _round(flusher, active)
+                results = _round(flusher, active, token, held)
             except StoreUnavailable as exc:
                 if len(active) > 1 and not _lost_connection(exc):
                     _per_shard(flusher, active, token, done, errors, DRAIN_BATCHES - rounds)
@@ -98,13 +111,14 @@ def flush_together(flusher: Flusher, shards: list[int]) -> list[Outcome]:
                 done[result.shard].append(result)
             more = [r.shard for r in results if r.resumed or r.partial]
             active = buffer.relock_many(more, token, flusher.lock_ttl_ms) if more else []
-    except BufferUnavailable as exc:  # relocking
+    except BufferUnavailable as exc:  # sizing or relocking
         errors.update((s, exc) for s in active if s not in errors)
     finally:
-        try:
-            buffer.unlock_many(locked, token)
-        except BufferUnavailable as exc:
-            log.warning("could not drop the flush locks of shards %s: %s", locked, exc)
+        if held:
+            try:
+                buffer.unlock_many(sorted(held), token)
+            except BufferUnavailable as exc:
+                log.warning("could not drop the flush locks of shards %s: %s", held, exc)
     return [(done[s], s not in locked, errors.get(s)) for s in shards]
 
 
@@ -131,64 +145,91 @@ def _per_shard(flusher, shards, token, done, errors, limit: int) -> None:
             errors[shard] = error
 
 
-def _round(flusher: Flusher, shards: list[int]) -> list[ShardFlush]:
-    """Claim, number, apply (one transaction) and release the batches of ``shards``."""
+def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> list[ShardFlush]:
+    """Claim, number, apply (one transaction) and release the batches of ``shards``; the
+    flush locks (``token``) of those that need no other round go with the releases, and
+    leave ``held``."""
     from .flush import APPLY_SETTINGS, ShardFlush
 
     started = time.perf_counter()
     flusher._ensure_edges()
     buffer = flusher.buffer
     claims = [c for c in buffer.claim_many({s: uuid.uuid4().hex for s in shards}).values() if c]
+    if not claims:
+        return []
     for claim in claims:
         flusher._stage("claimed", claim.shard)
-    fresh = iter(flusher._next_seqs(sum(c.seq is None for c in claims)))
-    seqs = buffer.number_many(
-        [(c.shard, c.token, next(fresh) if c.seq is None else None) for c in claims]
-    )
-    # a batch finished by another flush while we were numbering it is not ours any more
-    numbered = [(c, seq) for c, seq in zip(claims, seqs, strict=True) if seq is not None]
-    if not numbered:
-        return []
-    for claim, _ in numbered:
-        flusher._stage("numbered", claim.shard)
     work: list[tuple[Claim, Batch, ShardFlush]] = []
-    for claim, seq in numbered:
-        result = ShardFlush(claim.shard, seq, resumed=claim.resumed, partial=claim.partial)
-        batch = split(flusher.registry, claim.fields)
-        result.counters = batch.size
-        if batch.oldest_ms is not None:
-            result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
-        work.append((claim, batch, result))
     gens: dict[int, str | None] = {}
-    names = [c.shard for c, _ in numbered]
-    with sql_errors(f"apply shards {names}"), flusher.sql.begin() as conn:
-        conn.execute(APPLY_SETTINGS)
+    with sql_errors(f"apply shards {shards}"), flusher.sql.begin() as conn:
+        # nextval() is not transactional: these seqs are taken now, after the claims,
+        # whatever becomes of this transaction
+        n = sum(c.seq is None for c in claims)
+        fresh = iter(conn.execute(settings_and_seqs(), {"n": n}).scalars().all() if n else ())
+        if not n:
+            conn.execute(APPLY_SETTINGS)
+        seqs = buffer.number_many(
+            [(c.shard, c.token, next(fresh) if c.seq is None else None) for c in claims]
+        )
+        for claim, seq in zip(claims, seqs, strict=True):
+            # None: another flush finished that batch while we were numbering it
+            if seq is not None:
+                result = ShardFlush(claim.shard, seq, resumed=claim.resumed, partial=claim.partial)
+                work.append((claim, split(flusher.registry, claim.fields), result))
+        if not work:
+            return []
+        for claim, batch, result in work:
+            flusher._stage("numbered", claim.shard)
+            result.counters = batch.size
+            if batch.oldest_ms is not None:
+                result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
         apply = []
-        for claim, batch, result in work:  # in shard order: ledger rows locked in order
-            verdict, gens[claim.shard] = flusher._mark(conn, claim, result.seq)
+        for (claim, batch, result), (verdict, gen) in zip(
+            work, mark_many(flusher, conn, [(c, r.seq) for c, _, r in work]), strict=True
+        ):
+            gens[claim.shard] = gen
             if verdict is None:
                 result.already_applied = True
             elif verdict in lineage.DROPPED:
-                flusher._roll_back(conn, claim, batch, result, verdict, gens[claim.shard])
+                flusher._roll_back(conn, claim, batch, result, verdict, gen)
             else:
                 apply.append((batch, result))
         apply_merged(flusher, conn, apply)
-        for shard in names:
-            flusher._stage("applied", shard)
-    for shard in names:
-        flusher._stage("committed", shard)
+        for claim, _, _ in work:
+            flusher._stage("applied", claim.shard)
+    for claim, _, _ in work:
+        flusher._stage("committed", claim.shard)
     releases = []
     for claim, _, _ in work:
         gen = gens[claim.shard]
         # a rollback leaves this Redis on a lineage the ledger has left: take the ledger's
         moved = claim.base is not None and gen is not None and gen != claim.base.gen
         releases.append((claim.shard, claim.token, gen if moved else None))
-    buffer.release_many(releases)
+    again = {c.shard for c, _, _ in work if c.resumed or c.partial}
+    last = [s for s in shards if s not in again]
+    buffer.release_many(releases, last, token)
+    held.difference_update(last)
     took = time.perf_counter() - started
     for _, _, result in work:
         result.duration_s = took
         flusher._log(result)
     return [result for _, _, result in work]
+
+
+def mark_many(flusher: Flusher, conn: sa.Connection, batches: list[tuple[Claim, int]]) -> list:
+    """``Flusher._mark`` of each ``(claim, seq)``, in one statement (MARK_APPLIED_MANY):
+    ``[(verdict, gen), …]`` in the same order; the claims in shard order."""
+    params = [flusher._mark_params(claim, seq) for claim, seq in batches]
+    many = {"scope": flusher.scope}
+    for name, key in (("shards", "shard"), ("seqs", "seq"), ("bgens", "bgen"), ("bseqs", "bseq")):
+        many[name] = [p[key] for p in params]
+    many["mints"] = [p["mint"] for p in params]
+    many["splits"] = [p["split"] for p in params]
+    marked = {row[0]: (row[1], row[2]) for row in conn.execute(lineage.MARK_APPLIED_MANY, many)}
+    return [
+        marked[claim.shard] if claim.shard in marked else flusher._unmarked(conn, claim)
+        for claim, _ in batches
+    ]
 
 
 def merged(parts: list[TableDeltas]) -> TableDeltas:

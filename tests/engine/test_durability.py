@@ -12,10 +12,11 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from engine import BufferUnavailable, Counters, UnsafeRedis, flush_combined
+from engine import BufferUnavailable, Counters, UnsafeRedis
 from harness.redis_server import RedisProcess
 from tests.engine.conftest import REGISTRY, seed, stored
 
+APART = {"combine_max_fields": 0}  # every shard flushed in a transaction of its own
 WRITES = {"HSET", "HSETNX", "HINCRBY", "HDEL", "SET", "DEL", "RENAME"}
 
 
@@ -105,11 +106,9 @@ def test_redis_crash_after_commit_restarts_from_aof_without_double_apply(aof, sq
 
 
 @pytest.mark.parametrize("together", [True, False])
-def test_flush_waits_for_the_fsync_of_its_claim(together, aof, sql, monkeypatch):
-    if not together:  # every flush the per-shard way
-        monkeypatch.setattr(flush_combined, "COMBINE_MAX_FIELDS", 0)
+def test_flush_waits_for_the_fsync_of_its_claim(together, aof, sql):
     client = aof.start()
-    counters = Counters(client, sql, REGISTRY, shards=2)
+    counters = Counters(client, sql, REGISTRY, shards=2, **({} if together else APART))
     ids = seed(sql, "items", 4)
     counters.incr_many([("items.hits", i, 1) for i in ids])
     counters.flush_all()
@@ -149,11 +148,9 @@ def test_a_resumed_batch_is_fenced_on_the_connection_that_wrote(aof, sql):
 
 
 @pytest.mark.parametrize("together", [True, False])
-def test_a_new_batch_is_fenced_on_the_connection_that_claimed_it(together, aof, sql, monkeypatch):
-    if not together:
-        monkeypatch.setattr(flush_combined, "COMBINE_MAX_FIELDS", 0)
+def test_a_new_batch_is_fenced_on_the_connection_that_claimed_it(together, aof, sql):
     client = aof.start()
-    counters = Counters(client, sql, REGISTRY, shards=2)
+    counters = Counters(client, sql, REGISTRY, shards=2, **({} if together else APART))
     ids = seed(sql, "items", 4)
     counters.incr_many([("items.hits", i, 1) for i in ids])
     with monitored(aof.client()) as feed:
