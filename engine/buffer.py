@@ -223,7 +223,7 @@ class Buffer:
         self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
         self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
-        self._sizes = redis.register_script(_load("sizes.lua"))
+        self._lock_dirty = redis.register_script(_load("lock_dirty.lua"))
         self._read = redis.register_script(_load("read.lua"))
         self.mark_script = redis.register_script(_load("mark.lua"))
         self._count_buckets = redis.register_script(_load("count_buckets.lua"))
@@ -362,15 +362,15 @@ class Buffer:
         with redis_errors(f"unlock shard {shard}"):
             self._unlock(keys=[self.keys.flushing(shard)], args=[token])
 
-    def lock_many(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
-        """:meth:`lock` for each shard under one ``token``, one round trip; the shards
-        locked (the others another flush holds)."""
-        with redis_errors("lock shards"):
-            pipe = self.redis.pipeline(transaction=False)
-            for s in shards:
-                pipe.set(self.keys.flushing(s), token, nx=True, px=ttl_ms)
-            got = pipe.execute()
-        return [s for s, ok in zip(shards, got, strict=True) if ok]
+    def lock_dirty(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
+        """Per shard, one round trip for all: 0 when it holds nothing to flush, -1 when it
+        does but another flush holds its lock, else the fields its pending and inflight
+        hashes hold (deltas, time buckets, bookkeeping), its lock now ours for ``ttl_ms``."""
+        calls = []
+        for s in shards:
+            keys = [self.keys.pending(s), self.keys.inflight(s), self.keys.flushing(s)]
+            calls.append((self._lock_dirty, keys, [token, ttl_ms]))
+        return self._trip(calls, "lock shards")
 
     def relock_many(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
         """:meth:`relock` for each shard, one round trip; the shards still ours."""
@@ -384,8 +384,13 @@ class Buffer:
     def sizes(self, shards: Sequence[int]) -> list[int]:
         """Fields (deltas, time buckets and bookkeeping) each shard's pending and inflight
         hashes hold together, one round trip: what a flush of it would claim."""
-        calls = [(self._sizes, [self.keys.pending(s), self.keys.inflight(s)], []) for s in shards]
-        return self._trip(calls, "shard sizes")
+        with redis_errors("shard sizes"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in shards:
+                pipe.hlen(self.keys.pending(s))
+                pipe.hlen(self.keys.inflight(s))
+            lens = pipe.execute()
+        return [lens[2 * i] + lens[2 * i + 1] for i in range(len(shards))]
 
     def _trip(self, calls: list[tuple[Script, list, list]], what: str) -> list:
         if not calls:

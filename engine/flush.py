@@ -435,11 +435,20 @@ class Flusher:
                 break  # our lock lapsed and another flush has the shard now
         return done
 
-    def _flush_locked(self, shard: int) -> tuple[list[ShardFlush], bool, CounterError | None]:
-        """(batches flushed, skipped because another flush holds the lock, error)."""
-        token = uuid.uuid4().hex
+    def _flush_locked(
+        self, shard: int, token: str | None = None
+    ) -> tuple[list[ShardFlush], bool, CounterError | None]:
+        """(batches flushed, skipped because another flush holds the lock, error). With
+        ``token`` the lock was taken under it already: it is renewed (or taken again, if
+        it lapsed meanwhile and no other flush took it)."""
         try:
-            if not self.buffer.lock(shard, token, self.lock_ttl_ms):
+            if token is None:
+                token = uuid.uuid4().hex
+                held = self.buffer.lock(shard, token, self.lock_ttl_ms)
+            else:
+                held = self.buffer.relock(shard, token, self.lock_ttl_ms)
+                held = held or self.buffer.lock(shard, token, self.lock_ttl_ms)
+            if not held:
                 return [], True, None
             try:
                 return self._drain(shard, token), False, None
@@ -453,30 +462,47 @@ class Flusher:
         the others. A shard whose lock another flush holds is skipped (``skipped``): that
         flush applies what is there, the next one what comes after.
 
-        When the shards hold few fields (engine/flush_combined.py), their batches are
-        applied together in one transaction. Otherwise up to ``threads`` shards flush at
-        once, each in its own transaction on its own connection, so one shard's Redis and
-        Python work overlaps another's Postgres work. Shards own disjoint rows and every
-        transaction locks rows in id order, so they cannot deadlock with each other or
-        with a reconcile.
+        One round trip takes the locks of the shards that hold deltas. When together they
+        hold few fields (engine/flush_combined.py), their batches are applied in one
+        transaction. Otherwise up to ``threads`` shards flush at once, each in its own
+        transaction on its own connection, so one shard's Redis and Python work overlaps
+        another's Postgres work. Shards own disjoint rows and every transaction locks rows
+        in id order, so they cannot deadlock with each other or with a reconcile.
 
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
         """
-        shards = list(shards)
-        try:
-            sizes = self.buffer.sizes(shards) if self.combine_max_fields > 0 else []
-        except BufferUnavailable:
-            sizes = []  # each shard finds Redis down on its own, as it would below
-        return self._flush(shards, sizes)
+        return self._flush(list(shards), scan=False)
 
-    def _flush(self, shards: list[int], sizes: list[int]) -> FlushSummary:
-        """:meth:`flush_shards`, given their ``Buffer.sizes`` (none: apart)."""
+    def flush_all(self) -> FlushSummary:
+        """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
+        return self._flush(list(range(self.buffer.keys.shards)), scan=True)
+
+    def _flush(self, shards: list[int], scan: bool) -> FlushSummary:
+        """Flush ``shards``; with ``scan``, only those that hold deltas (a Redis error while
+        finding them is raised as such)."""
         started = time.perf_counter()
-        if flush_combined.is_small(self, sizes):
-            outcomes = flush_combined.flush_together(self, shards)
-        else:
+        if self.combine_max_fields <= 0:  # every shard on its own
+            if scan:
+                shards = self.buffer.dirty_shards()
             outcomes = self._map(self._flush_locked, shards)
+        else:
+            token = uuid.uuid4().hex
+            try:
+                found = self.buffer.lock_dirty(shards, token, self.lock_ttl_ms)
+            except BufferUnavailable as exc:
+                if scan:
+                    raise
+                found, outcomes = None, [([], False, exc) for _ in shards]
+            if found is not None:
+                mine = {s: n for s, n in zip(shards, found, strict=True) if n > 0}
+                shards = [s for s, n in zip(shards, found, strict=True) if n]
+                if sum(mine.values()) <= self.combine_max_fields:
+                    done = flush_combined.flush_together(self, list(mine), token)
+                else:  # a backlog: shards apart, under the locks just taken
+                    each = functools.partial(self._flush_locked, token=token)
+                    done = dict(zip(mine, self._map(each, list(mine)), strict=True))
+                outcomes = [done.get(s, ([], True, None)) for s in shards]
         summary = FlushSummary()
         first_error: CounterError | None = None
         for shard, (done, skipped, error) in zip(shards, outcomes, strict=True):
@@ -505,8 +531,3 @@ class Flusher:
             self.buffer.unlock(shard, token)
         except BufferUnavailable as exc:
             log.warning("could not drop the flush lock of shard %d: %s", shard, exc)
-
-    def flush_all(self) -> FlushSummary:
-        """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
-        sizes = self.buffer.sizes(range(self.buffer.keys.shards))
-        return self._flush([s for s, n in enumerate(sizes) if n], [n for n in sizes if n])

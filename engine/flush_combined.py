@@ -70,29 +70,19 @@ def settings_and_seqs() -> sa.TextClause:
     return sa.text(f"{APPLY_SETTINGS.text}; {NEXT_SEQS}")
 
 
-def is_small(flusher: Flusher, sizes: list[int]) -> bool:
-    """True when shards of these ``Buffer.sizes`` go in one transaction."""
-    return 0 < sum(sizes) <= flusher.combine_max_fields
-
-
-def flush_together(flusher: Flusher, shards: list[int]) -> list[Outcome]:
-    """Flush ``shards`` under their flush locks in shared transactions; an outcome per
-    shard, in order: (batches flushed, skipped for another flush's lock, error)."""
+def flush_together(flusher: Flusher, shards: list[int], token: str) -> dict[int, Outcome]:
+    """Flush ``shards``, whose flush locks are held under ``token``, in shared
+    transactions, and drop the locks; per shard (batches flushed, False, error)."""
     from .flush import DRAIN_BATCHES
 
-    token = uuid.uuid4().hex
     buffer = flusher.buffer
     done: dict[int, list[ShardFlush]] = {s: [] for s in shards}
     errors: dict[int, CounterError] = {}
-    try:
-        locked = buffer.lock_many(shards, token, flusher.lock_ttl_ms)
-    except BufferUnavailable as exc:
-        return [([], False, exc) for _ in shards]
-    held = set(locked)  # dropped with the last release of each shard
-    active, rounds = locked, 0
+    held = set(shards)  # each lock is dropped with the shard's last release
+    active, rounds = shards, 0
     try:
         while active and rounds < DRAIN_BATCHES:
-            if rounds and not is_small(flusher, buffer.sizes(active)):
+            if rounds and sum(buffer.sizes(active)) > flusher.combine_max_fields:
                 _per_shard(flusher, active, token, done, errors, DRAIN_BATCHES - rounds)
                 break
             try:
@@ -119,7 +109,7 @@ def flush_together(flusher: Flusher, shards: list[int]) -> list[Outcome]:
                 buffer.unlock_many(sorted(held), token)
             except BufferUnavailable as exc:
                 log.warning("could not drop the flush locks of shards %s: %s", held, exc)
-    return [(done[s], s not in locked, errors.get(s)) for s in shards]
+    return {s: (done[s], False, errors.get(s)) for s in shards}
 
 
 def _lost_connection(exc: StoreUnavailable) -> bool:
