@@ -17,6 +17,9 @@ Protocol, per shard:
 4. release (Lua): delete inflight, only if it still carries our token (and, after a
    rollback, give the shard the lineage the ledger now holds).
 
+A small flush runs these steps for every dirty shard at once, in one transaction
+(engine/flush_combined.py); each batch is still fenced by its own ledger row.
+
 Step 2 also waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with AOF on), on the
 connection of the numbering script, even for a batch resumed with its seq: a Redis
 crash that rolled back a claim or a seq after Postgres committed the batch would
@@ -91,7 +94,7 @@ class ShardFlush:
     partial: bool = False  # a bounded claim: the shard had more behind this batch
     already_applied: bool = False
     lag_s: float | None = None
-    duration_s: float = 0.0
+    duration_s: float = 0.0  # claim to release (a combined flush: its round's, for each)
     missing: list[tuple[str, int]] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)  # {field: delta} rolled back
 

@@ -3,19 +3,21 @@
 Flushed one by one (engine/flush.py), each shard pays fixed costs: its own claim,
 seq, ledger fence, commit and release. For a thousand counters spread over sixteen
 shards those cost several times the ``UPDATE … FROM unnest`` of the rows themselves.
-So when the shards to flush hold few fields (at most ``COMBINE_MAX_FIELDS``, pending
-and inflight together), ``Flusher.flush_shards`` takes them all at once:
+``Flusher.flush_shards`` takes the flush locks of the dirty shards and their sizes in
+one round trip (lock_dirty.lua). When together they hold few fields (at most
+``COMBINE_MAX_FIELDS``, pending and inflight), it flushes them all at once:
 
-1. lock every shard, claim every shard (claim.lua, one round trip for all), take one
-   seq per new batch (one ``nextval`` query for all) and store them (assign.lua, one
-   round trip with one ``WAITAOF`` behind it, per Redis node);
-2. ONE transaction: each batch is fenced by its own ledger row (``MARK_APPLIED``, in
-   shard order), exactly as alone: already applied, ``stale`` or ``past`` (dropped and
-   counted per shard) or applied. The batches that apply are merged into one
-   ``UPDATE … FROM unnest`` per table, then their unique viewers and time buckets are
-   saved; one commit;
-3. release every batch (release.lua with each shard's own arguments, one round trip),
-   then unlock.
+1. claim every shard (claim.lua, one round trip for all); in the transaction of step
+   2, take one seq per new batch (one ``nextval`` query for all, with the planner
+   settings) and store them (assign.lua, one round trip with one ``WAITAOF`` behind
+   it, per Redis node);
+2. ONE transaction: each batch is fenced by its own ledger row (MARK_APPLIED_MANY, one
+   statement, rows locked in shard order), exactly as alone: already applied,
+   ``stale`` or ``past`` (dropped and counted per shard) or applied. The batches that
+   apply are merged into one ``UPDATE … FROM unnest`` per table, then their unique
+   viewers and time buckets are saved; one commit;
+3. release every batch (release.lua with each shard's own arguments) and drop the flush
+   locks, one round trip.
 
 Per shard these are the steps of engine/flush.py, in the same order, and the stage
 hooks fire per shard at the same points, so its guarantees hold: a flusher killed
