@@ -501,11 +501,12 @@ class Flusher:
                 mine = {s: n for s, n in zip(shards, found, strict=True) if n > 0}
                 shards = [s for s, n in zip(shards, found, strict=True) if n]
                 if sum(mine.values()) <= self.combine_max_fields:
-                    done = flush_combined.flush_together(self, list(mine), token)
+                    by_shard = flush_combined.flush_together(self, list(mine), token)
                 else:  # a backlog: shards apart, under the locks just taken
                     each = functools.partial(self._flush_locked, token=token)
-                    done = dict(zip(mine, self._map(each, list(mine)), strict=True))
-                outcomes = [done.get(s, ([], True, None)) for s in shards]
+                    by_shard = dict(zip(mine, self._map(each, list(mine)), strict=True))
+                # the others hold deltas, but another flush holds their locks
+                outcomes = [by_shard.get(s, ([], True, None)) for s in shards]
         summary = FlushSummary()
         first_error: CounterError | None = None
         for shard, (done, skipped, error) in zip(shards, outcomes, strict=True):
