@@ -544,11 +544,16 @@ class Buffer:
         are forgotten. Otherwise the batch is folded into the read models of its rows
         (engine/readmodel.py) as it leaves.
         """
+        keys, args = self._release_call(shard, token, gen)
+        with redis_errors(f"release shard {shard}"):
+            return bool(self._release(keys=keys, args=args))
+
+    def _release_call(self, shard: int, token: str, gen: str | None) -> tuple[list, list]:
+        """The keys and arguments of release.lua for one batch."""
         k = self.keys
         keys = [k.inflight(shard), k.batch(shard), k.gen(shard), k.read_model_state(shard)]
         args = [token, gen or "", k.read_model_prefix(shard), *self.read_model_tables]
-        with redis_errors(f"release shard {shard}"):
-            return bool(self._release(keys=keys, args=args))
+        return keys, args
 
     def release_many(
         self,
@@ -559,10 +564,7 @@ class Buffer:
         """:meth:`release` of each ``(shard, token, gen)``, then :meth:`unlock` of the
         ``unlock`` shards (flush locks held under ``lock_token``), in one round trip;
         whether each batch was released."""
-        calls = []
-        for shard, token, gen in batches:
-            keys = [self.keys.inflight(shard), self.keys.batch(shard), self.keys.gen(shard)]
-            calls.append((self._release, keys, [token] if gen is None else [token, gen]))
+        calls = [(self._release, *self._release_call(*batch)) for batch in batches]
         calls += [(self._unlock, [self.keys.flushing(s)], [lock_token]) for s in unlock]
         return [bool(r) for r in self._trip(calls, "release shards")[: len(batches)]]
 
