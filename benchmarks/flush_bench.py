@@ -1,11 +1,15 @@
 """Flush cost: ``Counters.flush_all()`` against one raw ``UPDATE … FROM unnest`` of the
 same rows and deltas, in the same run, on the same table.
 
-* N dirty counters (1k, 10k, 100k), one delta each, spread over the default 16 shards:
-  the flush claims every shard in Redis, then per shard runs one transaction
-  (ledger upsert + one locking ``UPDATE … FROM unnest``) and releases the batch.
+* N dirty counters (1k, 10k, 100k), one delta each, spread over the default 16 shards.
+  A small flush (at most ``flush_combined.COMBINE_MAX_FIELDS`` fields in all) claims
+  every shard in one Redis round trip and applies every batch in ONE transaction (a
+  ledger upsert per shard + one ``UPDATE … FROM unnest`` for all), then releases them
+  all in one round trip; a larger one runs per shard one such transaction, two shards
+  at a time. Each size is also flushed the per-shard way (``combine_max_fields=0``,
+  what every flush did before), two shards and one shard at a time, in the same run.
 * The raw baseline is what a flush could not beat: one statement with the same two
-  arrays, one transaction, no Redis, no ledger, no row-lock CTE.
+  arrays, one transaction, no Redis, no ledger.
 * 1M increments on 1k counters (each one a separate engine increment, pipelined
   into Redis) against 1k increments on the same 1k counters: the flush cost should
   follow the number of distinct counters, not of increments (contract G7).
@@ -24,6 +28,7 @@ import time
 import sqlalchemy as sa
 
 from engine import Counter, Counters, Registry, schema
+from engine.flush_combined import COMBINE_MAX_FIELDS
 from engine.settings import FLUSH_THREADS
 from engine.sqlarrays import int_array
 
@@ -151,24 +156,29 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
     clock = StageClock()
     registry = Registry([Counter(TABLE, "view_count", CODE)])
     counters = Counters(r, sql, registry, shards=SHARDS, scope="fb", hook=clock)
-    serial = Counters(r, sql, registry, shards=SHARDS, scope="fb1", flush_threads=1)
+    # the per-shard way every flush took before small ones went in one transaction
+    apart = Counters(r, sql, registry, shards=SHARDS, scope="fb2", combine_max_fields=0)
+    serial = Counters(
+        r, sql, registry, shards=SHARDS, scope="fb1", flush_threads=1, combine_max_fields=0
+    )
     setup(sql, max(max(sizes), big[1]))
     expected_total = 0
     out: dict = {
         "shards": SHARDS,
         "flush_threads": FLUSH_THREADS,
+        "combine_max_fields": COMBINE_MAX_FIELDS,
         "reps": reps,
         "table_rows": max(max(sizes), big[1]),
         "sizes": {},
     }
 
     for n in sizes:
-        raw_s, flush_s, serial_s, splits = [], [], [], []
+        raw_s, flush_s, serial_s, apart_s, splits = [], [], [], [], []
         ids = list(range(1, n + 1))
         for rep in range(reps):
             deltas = [rng.randint(1, 3) for _ in ids]
-            order = ["raw", "flush", "serial"]
-            for what in order[rep % 3 :] + order[: rep % 3]:
+            order = ["raw", "flush", "serial", "apart"]
+            for what in order[rep % 4 :] + order[: rep % 4]:
                 vacuum(sql)
                 if what == "raw":
                     raw_s.append(raw_update(sql, ids, deltas))
@@ -177,12 +187,15 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
                     took, split = timed_flush(counters, clock, n)
                     flush_s.append(took)
                     splits.append(split)
+                elif what == "apart":
+                    load(apart, zip(ids, deltas, strict=True))
+                    apart_s.append(timed_flush(apart, clock, n)[0])
                 else:
                     load(serial, zip(ids, deltas, strict=True))
                     serial_s.append(timed_flush(serial, clock, n)[0])
                 expected_total += sum(deltas)
         raw_med, flush_med = statistics.median(raw_s), statistics.median(flush_s)
-        serial_med = statistics.median(serial_s)
+        serial_med, apart_med = statistics.median(serial_s), statistics.median(apart_s)
         out["sizes"][str(n)] = {
             "counters": n,
             "raw_unnest_s": round(raw_med, 6),
@@ -191,16 +204,19 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
             "flush_counters_per_s": round(n / flush_med),
             "flush_1_thread_s": round(serial_med, 6),
             "ratio_1_thread": round(serial_med / raw_med, 3),
+            "flush_per_shard_s": round(apart_med, 6),
+            "ratio_per_shard": round(apart_med / raw_med, 3),
             "flush_split": min(splits, key=lambda s: sum(s.values())),
             "raw_runs_s": [round(x, 6) for x in raw_s],
             "flush_runs_s": [round(x, 6) for x in flush_s],
             "flush_1_thread_runs_s": [round(x, 6) for x in serial_s],
+            "flush_per_shard_runs_s": [round(x, 6) for x in apart_s],
         }
         if progress:
             progress.note(
                 f"{n:>7} counters: flush {flush_med * 1000:8.1f} ms, "
                 f"raw unnest {raw_med * 1000:8.1f} ms, ratio {flush_med / raw_med:.2f} "
-                f"(1 thread: {serial_med / raw_med:.2f})"
+                f"(1 thread: {serial_med / raw_med:.2f}, per shard: {apart_med / raw_med:.2f})"
             )
 
     increments, distinct = big
@@ -242,7 +258,7 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
     with sql.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {TABLE}"))
         conn.execute(sa.text("DELETE FROM counter_shards"))
-    for key in r.scan_iter("{fb*"):  # both scopes, fb and fb1
+    for key in r.scan_iter("{fb*"):  # every scope: fb, fb1, fb2
         r.delete(key)
     r.close()
     sql.dispose()

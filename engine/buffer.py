@@ -223,6 +223,7 @@ class Buffer:
         self._no_waitaof: set[str] = set()  # nodes found without WAITAOF (or AOF off)
         self._assign_loaded: set[str] = set()  # nodes the numbering script was loaded on
         self._release = redis.register_script(_load("release.lua"))
+        self._lock_dirty = redis.register_script(_load("lock_dirty.lua"))
         self._read = redis.register_script(_load("read.lua"))
         self.mark_script = redis.register_script(_load("mark.lua"))
         self._count_buckets = redis.register_script(_load("count_buckets.lua"))
@@ -361,12 +362,62 @@ class Buffer:
         with redis_errors(f"unlock shard {shard}"):
             self._unlock(keys=[self.keys.flushing(shard)], args=[token])
 
+    def lock_dirty(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
+        """Per shard, one round trip for all: 0 when it holds nothing to flush, -1 when it
+        does but another flush holds its lock, else the fields its pending and inflight
+        hashes hold (deltas, time buckets, bookkeeping), its lock now ours for ``ttl_ms``."""
+        calls = []
+        for s in shards:
+            keys = [self.keys.pending(s), self.keys.inflight(s), self.keys.flushing(s)]
+            calls.append((self._lock_dirty, keys, [token, ttl_ms]))
+        return self._trip(calls, "lock shards")
+
+    def relock_many(self, shards: Sequence[int], token: str, ttl_ms: int) -> list[int]:
+        """:meth:`relock` for each shard, one round trip; the shards still ours."""
+        calls = [(self._relock, [self.keys.flushing(s)], [token, ttl_ms]) for s in shards]
+        return [s for s, ok in zip(shards, self._trip(calls, "lock shards"), strict=True) if ok]
+
+    def unlock_many(self, shards: Sequence[int], token: str) -> None:
+        """:meth:`unlock` for each shard, one round trip."""
+        self._trip([(self._unlock, [self.keys.flushing(s)], [token]) for s in shards], "unlock")
+
+    def sizes(self, shards: Sequence[int]) -> list[int]:
+        """Fields (deltas, time buckets and bookkeeping) each shard's pending and inflight
+        hashes hold together, one round trip: what a flush of it would claim."""
+        with redis_errors("shard sizes"):
+            pipe = self.redis.pipeline(transaction=False)
+            for s in shards:
+                pipe.hlen(self.keys.pending(s))
+                pipe.hlen(self.keys.inflight(s))
+            lens = pipe.execute()
+        return [lens[2 * i] + lens[2 * i + 1] for i in range(len(shards))]
+
+    def _trip(self, calls: list[tuple[Script, list, list]], what: str) -> list:
+        if not calls:
+            return []
+        with redis_errors(what):
+            trip = RoundTrip(self.redis)
+            for script, keys, args in calls:
+                trip.script(script, keys, args)
+            return trip.execute()
+
     def claim(self, shard: int, token: str) -> Claim | None:
         """Move pending to inflight under ``token`` (at most ``claim_max_fields`` delta
         fields of it: ``partial`` says more were left), or return the inflight batch as is."""
         args = [token, now_ms(), self.claim_max_fields]
         with redis_errors(f"claim shard {shard}"):
             reply = self._claim(keys=self.keys.shard_keys(shard), args=args)
+        return self._claimed(shard, reply)
+
+    def claim_many(self, tokens: dict[int, str]) -> dict[int, Claim | None]:
+        """:meth:`claim` of each shard under its token (``{shard: token}``), one round trip."""
+        args = [now_ms(), self.claim_max_fields]
+        calls = [(self._claim, self.keys.shard_keys(s), [t, *args]) for s, t in tokens.items()]
+        replies = self._trip(calls, "claim shards")
+        return {s: self._claimed(s, r) for s, r in zip(tokens, replies, strict=True)}
+
+    @staticmethod
+    def _claimed(shard: int, reply) -> Claim | None:
         if not reply:
             return None
         token, seq, claimed_ms, resumed, flat, base, partial = reply
@@ -429,6 +480,45 @@ class Buffer:
             self._fsynced(shard, node, replies[1])
         return int(replies[0]) if replies[0] is not None else None
 
+    def number_many(self, batches: Sequence[tuple[int, str, int | None]]) -> list[int | None]:
+        """:meth:`number` of each ``(shard, token, fresh_seq)``: per Redis node, one pipeline
+        of the numbering scripts of its shards with one ``WAITAOF`` behind them all (it
+        covers every write the connection made before it); the seqs in the same order."""
+        by_node: dict[str, tuple] = {}
+        for i, (shard, token, fresh) in enumerate(batches):
+            client, node = self._node_of(self.keys.batch(shard))
+            by_node.setdefault(node, (client, []))[1].append((i, shard, token, fresh))
+        out: list[int | None] = [None] * len(batches)
+        for node, (client, items) in by_node.items():
+            shards = [item[1] for item in items]
+            wait = node not in self._no_waitaof
+            with redis_errors(f"number shards {shards}"):
+                if node not in self._assign_loaded:
+                    client.script_load(self._assign.script)
+                    self._assign_loaded.add(node)
+                for _ in range(2):
+                    pipe = client.pipeline(transaction=False)
+                    for _, shard, token, fresh in items:
+                        keys = [self.keys.batch(shard), self.keys.seq(shard)]
+                        keys.append(self.keys.pending(shard))
+                        args = [token, "" if fresh is None else fresh, now_ms()]
+                        pipe.execute_command("EVALSHA", self._assign.sha, 3, *keys, *args)
+                    if wait:
+                        pipe.execute_command("WAITAOF", 1, 0, DURABLE_TIMEOUT_MS)
+                    replies = pipe.execute(raise_on_error=False)
+                    if not any(isinstance(r, NoScriptError) for r in replies[: len(items)]):
+                        break
+                    # nothing ran (the scripts that did return the same seq again)
+                    client.script_load(self._assign.script)
+                for reply in replies[: len(items)]:
+                    if isinstance(reply, Exception):
+                        raise reply
+            if wait:
+                self._fsynced(shards[0], node, replies[-1])
+            for (i, *_), reply in zip(items, replies, strict=False):
+                out[i] = int(reply) if reply is not None else None
+        return out
+
     def _node_of(self, key: str):
         """(client, name) of the node that owns ``key``: the client itself, or on a
         Redis Cluster the client of the primary of the key's slot."""
@@ -454,11 +544,29 @@ class Buffer:
         are forgotten. Otherwise the batch is folded into the read models of its rows
         (engine/readmodel.py) as it leaves.
         """
+        keys, args = self._release_call(shard, token, gen)
+        with redis_errors(f"release shard {shard}"):
+            return bool(self._release(keys=keys, args=args))
+
+    def _release_call(self, shard: int, token: str, gen: str | None) -> tuple[list, list]:
+        """The keys and arguments of release.lua for one batch."""
         k = self.keys
         keys = [k.inflight(shard), k.batch(shard), k.gen(shard), k.read_model_state(shard)]
         args = [token, gen or "", k.read_model_prefix(shard), *self.read_model_tables]
-        with redis_errors(f"release shard {shard}"):
-            return bool(self._release(keys=keys, args=args))
+        return keys, args
+
+    def release_many(
+        self,
+        batches: Sequence[tuple[int, str, str | None]],
+        unlock: Sequence[int] = (),
+        lock_token: str = "",
+    ) -> list[bool]:
+        """:meth:`release` of each ``(shard, token, gen)``, then :meth:`unlock` of the
+        ``unlock`` shards (flush locks held under ``lock_token``), in one round trip;
+        whether each batch was released."""
+        calls = [(self._release, *self._release_call(*batch)) for batch in batches]
+        calls += [(self._unlock, [self.keys.flushing(s)], [lock_token]) for s in unlock]
+        return [bool(r) for r in self._trip(calls, "release shards")[: len(batches)]]
 
     # -- reading -------------------------------------------------------------
 

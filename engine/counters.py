@@ -16,6 +16,7 @@ from .buffer import CLAIM_MAX_FIELDS, FLUSH_LOCK_TTL_MS, Buffer, Outcome
 from .errors import BufferUnavailable, CounterError, UnknownCounter, redis_errors
 from .exists import Existence
 from .flush import FLUSH_THREADS, Flusher, FlushSummary, Hook, ShardFlush
+from .flush_combined import COMBINE_MAX_FIELDS
 from .forks import forget_pool_after_fork
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS, DRAINING, Keys
 from .layout import Layout
@@ -63,8 +64,9 @@ class Counters:
     (claimed, numbered, applied, committed), from the flushing thread (fault tests use
     it). ``flush_lock_ttl_ms`` bounds how long a flusher that died holds its shard back
     from the next flush. ``flush_threads`` shards flush at once, each on its own SQL
-    connection. A batch holds at most
-    ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
+    connection, unless together they hold at most ``combine_max_fields`` fields: then
+    they flush in one transaction (engine/flush_combined.py; 0: never). A batch holds at
+    most ``claim_max_fields`` deltas: a larger backlog drains in several transactions.
     ``view_policy`` (``"dedupe"`` or ``"raw"``), ``view_window_s`` and ``dedupe_buckets``
     govern the counters that have a ``ViewPolicy`` (engine/policy.py): with ``"raw"``
     every view counts, as if they had none. ``read_model_ttl_s`` (0: off) keeps what a
@@ -84,6 +86,7 @@ class Counters:
         flush_lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         flush_threads: int = FLUSH_THREADS,
         claim_max_fields: int = CLAIM_MAX_FIELDS,
+        combine_max_fields: int = COMBINE_MAX_FIELDS,
         view_policy: str = DEDUPE,
         view_window_s: int = WINDOW_S,
         dedupe_buckets: int = DEDUPE_BUCKETS,
@@ -115,7 +118,14 @@ class Counters:
         self.read_model = ReadModel(self.buffer, read_model_ttl_s)
         self.existence = Existence(self.buffer, sql)
         self.flusher = Flusher(
-            self.buffer, sql, registry, scope, hook, flush_lock_ttl_ms, flush_threads
+            self.buffer,
+            sql,
+            registry,
+            scope,
+            hook,
+            flush_lock_ttl_ms,
+            flush_threads,
+            combine_max_fields,
         )  # the flush also stores the unique-viewer estimates (engine/uniques.py)
         self.live = LiveReader(self.buffer, sql, registry, scope, self.read_model)
         self.reconciler = Reconciler(self.buffer, sql, registry, scope, model=self.read_model)

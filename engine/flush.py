@@ -17,6 +17,9 @@ Protocol, per shard:
 4. release (Lua): delete inflight, only if it still carries our token (and, after a
    rollback, give the shard the lineage the ledger now holds).
 
+A small flush runs these steps for every dirty shard at once, in one transaction
+(engine/flush_combined.py); each batch is still fenced by its own ledger row.
+
 Step 2 also waits for Redis to fsync (``WAITAOF``, Redis >= 7.2 with AOF on), on the
 connection of the numbering script, even for a batch resumed with its seq: a Redis
 crash that rolled back a claim or a seq after Postgres committed the batch would
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import buckets, lineage, windows
+from . import buckets, flush_combined, lineage, windows
 from .batch import Batch, decoded, split
 from .buffer import FLUSH_LOCK_TTL_MS, Buffer, Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
@@ -91,7 +94,7 @@ class ShardFlush:
     partial: bool = False  # a bounded claim: the shard had more behind this batch
     already_applied: bool = False
     lag_s: float | None = None
-    duration_s: float = 0.0
+    duration_s: float = 0.0  # claim to release (a combined flush: its round's, for each)
     missing: list[tuple[str, int]] = field(default_factory=list)
     discarded: dict[str, int] = field(default_factory=dict)  # {field: delta} rolled back
 
@@ -236,10 +239,12 @@ class Flusher:
         hook: Hook | None = None,
         lock_ttl_ms: int = FLUSH_LOCK_TTL_MS,
         threads: int = FLUSH_THREADS,
+        combine_max_fields: int = flush_combined.COMBINE_MAX_FIELDS,
     ) -> None:
         if threads < 1:
             raise ValueError("flush threads must be at least 1")
         self.threads = threads
+        self.combine_max_fields = combine_max_fields  # 0: every shard on its own
         self.lock_ttl_ms = lock_ttl_ms
         self.buffer = buffer
         self.sql = sql
@@ -338,24 +343,34 @@ class Flusher:
         else:
             self.buffer.release(shard, claim.token)
         result.duration_s = time.perf_counter() - started
-        log.info(
-            "%s",
-            json.dumps({"event": "counter_flush", "scope": self.scope, **result.as_dict()}),
-        )
+        self._log(result)
+        return result
+
+    def _log(self, result: ShardFlush) -> None:
+        if log.isEnabledFor(logging.INFO):  # a record per batch: skip building it unread
+            record = {"event": "counter_flush", "scope": self.scope, **result.as_dict()}
+            log.info("%s", json.dumps(record))
         if result.rows_missing:
             log.warning(
                 "dropped deltas for %d deleted rows on shard %d: %s",
                 result.rows_missing,
-                shard,
+                result.shard,
                 result.missing[:20],
             )
-        return result
 
     def _mark(self, conn: sa.Connection, claim: Claim, seq: int) -> tuple[str | None, str | None]:
         """Record the batch in the ledger: (verdict, gen the ledger holds now), or
         (None, ledger gen) when Postgres already has this seq."""
+        params = self._mark_params(claim, seq)
+        row = conn.execute(MARK_APPLIED, params).first()
+        if row is not None:
+            return row[0], row[1]
+        return self._unmarked(conn, claim)
+
+    def _mark_params(self, claim: Claim, seq: int) -> dict:
+        """MARK_APPLIED's parameters for this batch."""
         base = claim.base
-        params = {
+        return {
             "scope": self.scope,
             "shard": claim.shard,
             "seq": seq,
@@ -366,13 +381,14 @@ class Flusher:
             "mint": f"m{uuid.uuid4().hex[:12]}" if claim.resumed or claim.partial else None,
             "split": claim.partial and not claim.resumed,
         }
-        row = conn.execute(MARK_APPLIED, params).first()
-        if row is not None:
-            return row[0], row[1]
-        if base is None:
+
+    def _unmarked(self, conn: sa.Connection, claim: Claim) -> tuple[None, str | None]:
+        """``_mark``'s answer for a batch Postgres already has: (None, ledger gen)."""
+        if claim.base is None:
             return None, None
         # A flush that dropped this batch may have died before its release: the lineage
         # it recorded must still reach Redis.
+        params = {"scope": self.scope, "shard": claim.shard}
         return None, conn.execute(LEDGER_GEN, params).scalar()
 
     def _roll_back(
@@ -405,11 +421,12 @@ class Flusher:
             gen,
         )
 
-    def _drain(self, shard: int, lock: str) -> list[ShardFlush]:
+    def _drain(self, shard: int, lock: str, limit: int = DRAIN_BATCHES) -> list[ShardFlush]:
         """Flush the shard's batch, then the next one while there is more: what piled up
-        behind an orphaned batch, or the rest of a backlog a bounded claim left."""
+        behind an orphaned batch, or the rest of a backlog a bounded claim left (``limit``
+        batches at most)."""
         done = []
-        while len(done) < DRAIN_BATCHES:
+        while len(done) < limit:
             result = self.flush_shard(shard)
             if result is None:
                 break
@@ -420,11 +437,20 @@ class Flusher:
                 break  # our lock lapsed and another flush has the shard now
         return done
 
-    def _flush_locked(self, shard: int) -> tuple[list[ShardFlush], bool, CounterError | None]:
-        """(batches flushed, skipped because another flush holds the lock, error)."""
-        token = uuid.uuid4().hex
+    def _flush_locked(
+        self, shard: int, token: str | None = None
+    ) -> tuple[list[ShardFlush], bool, CounterError | None]:
+        """(batches flushed, skipped because another flush holds the lock, error). With
+        ``token`` the lock was taken under it already: it is renewed (or taken again, if
+        it lapsed meanwhile and no other flush took it)."""
         try:
-            if not self.buffer.lock(shard, token, self.lock_ttl_ms):
+            if token is None:
+                token = uuid.uuid4().hex
+                held = self.buffer.lock(shard, token, self.lock_ttl_ms)
+            else:
+                held = self.buffer.relock(shard, token, self.lock_ttl_ms)
+                held = held or self.buffer.lock(shard, token, self.lock_ttl_ms)
+            if not held:
                 return [], True, None
             try:
                 return self._drain(shard, token), False, None
@@ -438,22 +464,48 @@ class Flusher:
         the others. A shard whose lock another flush holds is skipped (``skipped``): that
         flush applies what is there, the next one what comes after.
 
-        Up to ``threads`` shards flush at once, each in its own transaction on its own
-        connection, so one shard's Redis and Python work overlaps another's Postgres
-        work. Shards own disjoint rows and every transaction locks rows in id order, so
-        they cannot deadlock with each other or with a reconcile.
+        One round trip takes the locks of the shards that hold deltas. When together they
+        hold few fields (engine/flush_combined.py), their batches are applied in one
+        transaction. Otherwise up to ``threads`` shards flush at once, each in its own
+        transaction on its own connection, so one shard's Redis and Python work overlaps
+        another's Postgres work. Shards own disjoint rows and every transaction locks rows
+        in id order, so they cannot deadlock with each other or with a reconcile.
 
         Raises the first error after trying every shard, with the summary attached as
         ``exc.summary``.
         """
+        return self._flush(list(shards), scan=False)
+
+    def flush_all(self) -> FlushSummary:
+        """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
+        return self._flush(list(range(self.buffer.keys.shards)), scan=True)
+
+    def _flush(self, shards: list[int], scan: bool) -> FlushSummary:
+        """Flush ``shards``; with ``scan``, only those that hold deltas (a Redis error while
+        finding them is raised as such)."""
         started = time.perf_counter()
-        shards = list(shards)
-        workers = min(self.threads, len(shards))
-        if workers > 1:
-            with ThreadPoolExecutor(workers, thread_name_prefix="counter-flush") as pool:
-                outcomes = list(pool.map(self._flush_locked, shards))
+        if self.combine_max_fields <= 0:  # every shard on its own
+            if scan:
+                shards = self.buffer.dirty_shards()
+            outcomes = self._map(self._flush_locked, shards)
         else:
-            outcomes = [self._flush_locked(shard) for shard in shards]
+            token = uuid.uuid4().hex
+            try:
+                found = self.buffer.lock_dirty(shards, token, self.lock_ttl_ms)
+            except BufferUnavailable as exc:
+                if scan:
+                    raise
+                found, outcomes = None, [([], False, exc) for _ in shards]
+            if found is not None:
+                mine = {s: n for s, n in zip(shards, found, strict=True) if n > 0}
+                shards = [s for s, n in zip(shards, found, strict=True) if n]
+                if sum(mine.values()) <= self.combine_max_fields:
+                    by_shard = flush_combined.flush_together(self, list(mine), token)
+                else:  # a backlog: shards apart, under the locks just taken
+                    each = functools.partial(self._flush_locked, token=token)
+                    by_shard = dict(zip(mine, self._map(each, list(mine)), strict=True))
+                # the others hold deltas, but another flush holds their locks
+                outcomes = [by_shard.get(s, ([], True, None)) for s in shards]
         summary = FlushSummary()
         first_error: CounterError | None = None
         for shard, (done, skipped, error) in zip(shards, outcomes, strict=True):
@@ -469,12 +521,16 @@ class Flusher:
             raise first_error
         return summary
 
+    def _map(self, fn, shards: list[int]) -> list:
+        """``[fn(shard) for shard in shards]``, up to ``threads`` at once."""
+        workers = min(self.threads, len(shards))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="counter-flush") as pool:
+                return list(pool.map(fn, shards))
+        return [fn(shard) for shard in shards]
+
     def _unlock(self, shard: int, token: str) -> None:
         try:
             self.buffer.unlock(shard, token)
         except BufferUnavailable as exc:
             log.warning("could not drop the flush lock of shard %d: %s", shard, exc)
-
-    def flush_all(self) -> FlushSummary:
-        """Flush every shard that holds deltas (see :meth:`flush_shards`)."""
-        return self.flush_shards(self.buffer.dirty_shards())

@@ -138,6 +138,25 @@ MARK_APPLIED = sa.text(
     RETURNING verdict, gen"""
 )
 
+# MARK_APPLIED for the batches of several shards in one statement (engine/flush_combined.py),
+# with the same verdicts: its rows come from arrays, one element per batch (shards,
+# seqs, bgens, bseqs, mints, splits), ledger rows locked in shard order, and each
+# batch's mint and split are looked up by its shard. RETURNING names the shard: a
+# batch with no row back is already in Postgres.
+_AT = "array_position(CAST(:shards AS integer[]), EXCLUDED.shard)"
+MARK_APPLIED_MANY = sa.text(
+    MARK_APPLIED.text.replace(
+        "VALUES (:scope, :shard, :seq, CAST(:bgen AS text), CAST(:bseq AS bigint))",
+        """SELECT :scope, u.shard, u.seq, u.bgen, u.bseq
+      FROM unnest(CAST(:shards AS integer[]), CAST(:seqs AS bigint[]),
+                  CAST(:bgens AS text[]), CAST(:bseqs AS bigint[])) AS u(shard, seq, bgen, bseq)
+     ORDER BY u.shard""",
+    )
+    .replace("CAST(:mint AS text)", f"(CAST(:mints AS text[]))[{_AT}]")
+    .replace("CAST(:split AS boolean)", f"(CAST(:splits AS boolean[]))[{_AT}]")
+    .replace("RETURNING verdict, gen", "RETURNING shard, verdict, gen")
+)
+
 # What a dropped batch cost, added to the ledger row in the transaction that dropped it
 # (schema step 0004): these totals outlive the Redis they are about (engine/stats.py).
 COUNT_ROLLBACK = sa.text(

@@ -9,6 +9,7 @@ to the shard's ledger row in Postgres, in the transaction that drops the batch, 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from .buffer import now_ms
 from .errors import redis_errors
@@ -56,10 +57,15 @@ class Stats:
             for name, n in incr.items():
                 if n:
                     pipe.hincrby(self.key, name, n)
-            for shard in summary.shards:
-                bucket = next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
-                pipe.hincrby(self.key, f"flush_le_{bucket}", 1)
-                pipe.hincrbyfloat(self.key, "flush_seconds_sum", shard.duration_s)
+            batches = Counter(
+                next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
+                for shard in summary.shards
+            )
+            for bucket, n in batches.items():
+                pipe.hincrby(self.key, f"flush_le_{bucket}", n)
+            if summary.shards:
+                seconds = sum(shard.duration_s for shard in summary.shards)
+                pipe.hincrbyfloat(self.key, "flush_seconds_sum", seconds)
             if summary.shards or summary.errors:  # an idle flush keeps the last busy one
                 pipe.hset(self.key, "last_flush", json.dumps(last))
                 self._keep_run(pipe, "flush", json.dumps(last))

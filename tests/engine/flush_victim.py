@@ -1,12 +1,14 @@
 """A flushing process that SIGKILLs itself at a chosen flush stage (for fault tests).
 
 python -m tests.engine.flush_victim DB_URL REDIS_URL SHARDS STAGE[@N] [MAX_FIELDS] [policy]
-    [cluster]
+    [apart] [cluster]
 
 ``STAGE@N`` dies at the N-th time the stage is reached (default: the first);
 ``MAX_FIELDS`` bounds its batches (``claim_max_fields``); with ``policy`` it flushes the
-registry with a view policy too (``POLICY_REGISTRY``); with ``cluster``, REDIS_URL
-names a node of a Redis Cluster.
+registry with a view policy too (``POLICY_REGISTRY``); with ``apart`` every shard
+flushes in a transaction of its own (``combine_max_fields=0``), else a small flush goes
+in one (engine/flush_combined.py); with ``cluster``, REDIS_URL names a node of a Redis
+Cluster.
 """
 
 import os
@@ -28,6 +30,8 @@ def main() -> None:
     rest = sys.argv[5:]
     cluster = rest[-1:] == ["cluster"]
     options = {"claim_max_fields": int(rest[0])} if rest[:1] and rest[0].isdigit() else {}
+    if "apart" in rest:
+        options["combine_max_fields"] = 0
     client_class = RedisCluster if cluster else redis.Redis
     stage, _, nth = stage.partition("@")
     reached = []

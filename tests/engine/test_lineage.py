@@ -83,6 +83,52 @@ def test_a_seq_already_applied_returns_nothing_and_changes_nothing(sql):
     assert mark(sql, 4, Base(W, 0))[0] is None
 
 
+def test_one_statement_for_many_shards_judges_each_batch_as_alone(sql):
+    """MARK_APPLIED_MANY (a combined flush): every case above at once, one shard each,
+    plus a split-off stale batch and a seq already applied."""
+    cases = [(*case, False) for case in CASES]
+    cases.append((Ledger(5, G, 3), 6, Base(G, 3), M, lineage.STALE, M, (G,), True))
+    cases.append((Ledger(5, G, 4), 5, Base(G, 3), M, None, G, (), False))
+    with sql.begin() as conn:
+        conn.execute(sa.text("DELETE FROM counter_shards WHERE scope = :s"), {"s": SCOPE})
+        for shard, (before, *_) in enumerate(cases):
+            if before is not None:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO counter_shards (scope, shard, applied_seq, gen, base_seq, "
+                        "past_gens) VALUES (:s, :n, :a, :g, :b, CAST(:p AS text[]))"
+                    ),
+                    {"s": SCOPE, "n": shard, "a": before.applied_seq, "g": before.gen}
+                    | {"b": before.base_seq, "p": "{" + ",".join(before.past_gens) + "}"},
+                )
+        params = {
+            "scope": SCOPE,
+            "shards": list(range(len(cases))),
+            "seqs": [c[1] for c in cases],
+            "bgens": [c[2].gen if c[2] else None for c in cases],
+            "bseqs": [c[2].seq if c[2] else None for c in cases],
+            "mints": [c[3] for c in cases],
+            "splits": [c[7] for c in cases],
+        }
+        rows = {r[0]: (r[1], r[2]) for r in conn.execute(lineage.MARK_APPLIED_MANY, params)}
+        after = {
+            r[0]: (r[1], r[2], tuple(r[3]))
+            for r in conn.execute(
+                sa.text(
+                    "SELECT shard, applied_seq, gen, past_gens FROM counter_shards WHERE scope = :s"
+                ),
+                {"s": SCOPE},
+            )
+        }
+    for shard, (before, seq, _, _, verdict, gen, past, _) in enumerate(cases):
+        if verdict is None:  # already applied: no row back, the ledger as it was
+            assert shard not in rows
+            assert after[shard] == (before.applied_seq, before.gen, before.past_gens)
+        else:
+            assert rows[shard] == (verdict, gen)
+            assert after[shard] == (seq, gen, past)
+
+
 def test_past_lineages_are_capped(sql):
     ledger_row(sql, None)
     for n in range(lineage.PAST_GENS + 5):
