@@ -32,6 +32,7 @@ from .errors import BufferUnavailable, LayoutMismatch, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
 from .policy import Rule
+from .wire import Wire, bulk, evalsha_head
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,10 @@ class Buffer:
                 "client with engine.clients.redis_client"
             )
         self._incr = redis.register_script(_load("incr.lua"))
+        # the single-increment path (the view beacon's) on a lean connection of its own
+        # (engine/wire.py); None on a cluster and other clients it cannot stand in for
+        self.wire = Wire.of(redis)
+        self._heads: dict[tuple, tuple[bytes, bytes, bytes]] = {}
         self._claim = redis.register_script(_load("claim.lua"))
         self._assign = redis.register_script(_load("assign.lua"))
         self._unlock = redis.register_script(_load("unlock.lua"))
@@ -270,6 +275,16 @@ class Buffer:
         on a miss). With ``rule`` (engine/policy.py) a view policy decides in that script
         whether they are added (``Outcome.HELD_BACK`` when not).
         """
+        wire = self.wire
+        if wire is not None:
+            payload = self._incr_payload(row_id, pairs, exists_in, rule)
+            sha, source = self._incr.sha, self._incr.script
+            with redis_errors("increment"):
+                reply = wire.call(sha, source, payload)
+                if reply == LAYOUT_UNKNOWN:  # nothing was written: set it up, send again
+                    self.on_unknown_layout()
+                    reply = wire.call(sha, source, payload)
+            return self.outcome(reply)
         keys, args = self._incr_call(row_id, pairs, exists_in, rule)
         with redis_errors("increment"):
             reply = self._incr(keys=keys, args=args)
@@ -277,6 +292,42 @@ class Buffer:
                 self.on_unknown_layout()
                 reply = self._incr(keys=keys, args=args)
         return self.outcome(reply)
+
+    def _incr_payload(
+        self,
+        row_id: int,
+        pairs: Sequence[tuple[str, int]],
+        table: str | None,
+        rule: Rule | None,
+    ) -> bytes:
+        """The incr script's ``EVALSHA`` command for one row, as :meth:`_incr_call` lays
+        out its keys and arguments, packed for the wire. Without a rule, the keys and
+        the arguments that do not change (the caller's token, shard count, bucketed
+        codes) are packed once per shard and table."""
+        k = self.keys
+        if rule is not None or (table is not None and not k.in_bitmap(row_id)):
+            keys, args = self._incr_call(row_id, pairs, table, rule)
+            return evalsha_head(self._incr.sha, keys, len(args)) + b"".join(map(bulk, args))
+        shard = k.shard_of(row_id)
+        parts = self._heads.get((shard, table, len(pairs)))
+        if parts is None:
+            parts = self._incr_head(shard, table, len(pairs))
+        head, after_now, after_where = parts
+        body = [head, bulk(now_ms()), after_now, bulk(k.exists_offset(row_id)), after_where]
+        for code, n in pairs:
+            body += (bulk(field(row_id, code)), bulk(int(n)))
+        return b"".join(body)
+
+    def _incr_head(self, shard: int, table: str | None, npairs: int) -> tuple[bytes, ...]:
+        keys, args = self._incr_call(shard, [("", 0)] * npairs, table)
+        assert len(keys) == 5 + (table is not None)  # the bitmap, not the sparse set
+        parts = (
+            evalsha_head(self._incr.sha, keys, len(args)),
+            bulk(self.gen_token) + bulk(self.keys.shards),  # args[1:3]
+            bulk(0) + bulk(self.bucketed_codes),  # args[4:6]: no rule, the bucketed codes
+        )
+        self._heads[(shard, table, npairs)] = parts
+        return parts
 
     def add_checked(
         self, rows: Sequence[tuple[int, Sequence[tuple[str, int]], str]]

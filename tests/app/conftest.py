@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
+from harness.round_trips import counting_round_trips
 from tests.proxy import TcpProxy
 from tests.servers import ROOT, redis_url
 
@@ -275,22 +276,15 @@ def assert_error(response, status: int, error: str | None = None) -> None:
         assert response.json["error"] == error
 
 
-def request_costs(sql: sa.Engine, monkeypatch, send):
+def request_costs(sql: sa.Engine, send):
     """``(response, Redis commands sent, SQL statements)`` of ``send()``: a pipeline is
-    one send, that is one round trip."""
-    sent, statements = [], []
-    original = redis.connection.Connection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        sent.append(command)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    one send, that is one round trip (redis-py's, or the engine's increment connection)."""
+    statements = []
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     sa.event.listen(sql, "before_cursor_execute", listener)
     try:
-        response = send()
+        with counting_round_trips() as sent:
+            response = send()
     finally:
         sa.event.remove(sql, "before_cursor_execute", listener)
-        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", original)
     return response, len(sent), len(statements)

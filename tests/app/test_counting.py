@@ -76,16 +76,14 @@ def test_views_of_a_deleted_post_are_dropped_by_the_flush(client, user, sql):
     ids=["beacon", "page"],
 )
 def test_a_view_is_one_redis_round_trip_and_no_sql_statement(
-    app, client, user, sql, monkeypatch, method, path, status, sql_statements
+    app, client, user, sql, method, path, status, sql_statements
 ):
     """The beacon touches only Redis; so does the page once its row is in the read model
     (engine/readmodel.py): the row, its stored counts and the deltas in one round trip."""
     post = create(client, user)
     url = f"/api/posts/{post}{path}"
     getattr(client, method)(url)  # warm: scripts loaded, pools connected
-    response, sent, statements = request_costs(
-        sql, monkeypatch, lambda: getattr(client, method)(url)
-    )
+    response, sent, statements = request_costs(sql, lambda: getattr(client, method)(url))
     assert response.status_code == status
     if status == 200:
         assert response.get_json()["counts"]["view_count"] == 2

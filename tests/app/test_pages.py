@@ -80,9 +80,7 @@ def test_a_page_shows_its_row_and_live_counts_and_counts_no_view(client, user, k
 
 
 @pytest.mark.parametrize("kind", ["posts", "articles"])
-def test_a_page_is_one_redis_round_trip_and_no_sql_statement(
-    app, client, user, sql, monkeypatch, kind
-):
+def test_a_page_is_one_redis_round_trip_and_no_sql_statement(app, client, user, sql, kind):
     """The row, its stored counts and unflushed deltas in one Redis round trip, from the
     read model; a row not there (voided by an edit here) costs the one statement of the
     live read and one more round trip to fill it (``counters.read_rows``)."""
@@ -91,7 +89,7 @@ def test_a_page_is_one_redis_round_trip_and_no_sql_statement(
     client.get(page)  # warm: scripts loaded, pools connected, row filled
 
     def costs() -> tuple[int, int]:
-        response, sent, statements = request_costs(sql, monkeypatch, lambda: client.get(page))
+        response, sent, statements = request_costs(sql, lambda: client.get(page))
         assert "<h1>Hello</h1>" in assert_page(response)
         return sent, statements
 
