@@ -56,6 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=http_bench.HttpConfig.gunicorn,
         help="gunicorn options shared by every variant (default: %(default)s)",
     )
+    p.add_argument(
+        "--sync-gunicorn",
+        default=http_bench.HttpConfig.sync_gunicorn,
+        help="options of the second gunicorn, with the default (sync) worker class, that "
+        "serves noop, write_behind and page too; '' for none (default: %(default)s)",
+    )
     p.add_argument("--no-png", action="store_true", help="skip the matplotlib chart")
     return p.parse_args(argv)
 
@@ -82,6 +88,7 @@ def main(argv=None) -> int:
         spread_posts=200 if quick else 10_000,
         loadgen=args.loadgen,
         gunicorn=args.gunicorn,
+        sync_gunicorn=args.sync_gunicorn,
         calibrate=not quick,
         warmup_s=0.0 if quick else 1.0,
         drain_timeout_s=60 if quick else 180,
@@ -96,14 +103,7 @@ def main(argv=None) -> int:
         )
     steps = 2  # background sample + report
     if "http" in parts:
-        fast = len(http_bench.FAST) * len(http_bench.DISTRIBUTIONS) * http_cfg.rounds
-        steps += (
-            2
-            + int(http_cfg.calibrate)
-            + int(http_cfg.warmup_s > 0)
-            + fast
-            + len(http_bench.DISTRIBUTIONS)
-        )
+        steps += http_bench.steps(http_cfg)
     steps += ("flush" in parts) + ("memory" in parts) + ("policy" in parts)
     steps += "trending" in parts
     progress = Progress(steps)

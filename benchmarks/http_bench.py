@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from app.counters import counters
 from harness.ports import free_port
 from harness.processes import spawn, stop, wait_http
-from harness.stack import Stack
+from harness.round_trips import counting_round_trips
+from harness.stack import Stack, web_command
 
 from . import loadgen
 from .cpu import CpuMeter, snapshot
@@ -62,7 +63,12 @@ UNBALANCED_RETRIES = 2
 # repeated every round
 FAST = ("noop", "write_behind", "page", "sql_per_view", "coalesced", "policy")
 DISTRIBUTIONS = ("hot", "spread")
+# The second gunicorn layout (gunicorn's default worker class, sync: one request at a
+# time per process, a new connection per request) runs these every round too.
+MAIN, SYNC = "gthread", "sync"
+SYNC_VARIANTS = ("noop", "write_behind", "page")
 FLUSH_INTERVAL_S = 2.0
+BENCH_APP = "benchmarks.bench_app:create_bench_app()"
 
 
 @dataclass
@@ -73,14 +79,23 @@ class HttpConfig:
     spread_posts: int = 10_000
     # the project's web configuration (Procfile.dev): 2 processes x 4 threads (gthread)
     gunicorn: str = "--workers 2 --threads 4"
+    # gunicorn's default worker class (sync), as many processes; "" runs no second layout
+    sync_gunicorn: str = "--workers 2"
     celery_concurrency: int = 2
     loadgen: str = "auto"
     calibrate: bool = True
     drain_timeout_s: float = 180.0
     warmup_s: float = 1.0
 
-    def gunicorn_args(self) -> list[str]:
-        return [*self.gunicorn.split(), "--log-level", "warning"]
+    def gunicorn_args(self, layout: str = MAIN) -> list[str]:
+        options = self.gunicorn if layout == MAIN else self.sync_gunicorn
+        return [*options.split(), "--log-level", "warning"]
+
+    def layouts(self) -> tuple[str, ...]:
+        return (MAIN, SYNC) if self.sync_gunicorn else (MAIN,)
+
+    def variants(self, layout: str) -> tuple[str, ...]:
+        return FAST if layout == MAIN else SYNC_VARIANTS
 
 
 class HttpRun:
@@ -93,6 +108,9 @@ class HttpRun:
         self.progress = progress
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.urls = {MAIN: self.base_url}
+        if SYNC in cfg.layouts():
+            self.urls[SYNC] = f"http://127.0.0.1:{free_port()}"
         self.stack: Stack | None = None
         self.ticker_stop = threading.Event()
         self.ticks = 0
@@ -160,8 +178,8 @@ class HttpRun:
         self.stack = Stack(
             self.environ,
             port=self.port,
-            app="benchmarks.bench_app:create_bench_app()",
-            web=self.cfg.gunicorn_args(),
+            app=BENCH_APP,
+            web=self.cfg.gunicorn_args(MAIN),
             worker=[
                 "--include",
                 "benchmarks.bench_app",  # the one-task-per-view baseline's task
@@ -172,15 +190,28 @@ class HttpRun:
             beat=None,  # the ticker below sends the flush task instead
             logs=Path(tempfile.mkdtemp(prefix="ctrbench-logs-")),
         )
+        if SYNC in self.urls:  # the second layout: another gunicorn of the same app
+            port = int(self.urls[SYNC].rsplit(":", 1)[1])
+            self.stack.commands["web_" + SYNC] = web_command(
+                port, *self.cfg.gunicorn_args(SYNC), app=BENCH_APP
+            )
         self.stack.start_all()
-        self.gunicorn = self.stack.procs["web"]
+        self.gunicorns = {MAIN: self.stack.procs["web"]}
+        if SYNC in self.urls:
+            self.gunicorns[SYNC] = self.stack.procs["web_" + SYNC]
+        self.gunicorn = self.gunicorns[MAIN]
         self.worker = self.stack.procs["worker"]
         self.stack.wait_ready()
+        for url in self.urls.values():
+            wait_http(f"{url}/healthz", procs=self.stack.procs.values())
         self.flush_task().delay().get(timeout=60)  # the worker is up and can reach both stores
-        self.cpu = CpuMeter(
-            trees={"gunicorn": self.gunicorn.pid, "celery_worker": self.worker.pid},
-            names={"redis": "redis-server", "postgres": "postgres"},
-        )
+        self.cpu = {
+            layout: CpuMeter(
+                trees={"gunicorn": proc.pid, "celery_worker": self.worker.pid},
+                names={"redis": "redis-server", "postgres": "postgres"},
+            )
+            for layout, proc in self.gunicorns.items()
+        }
         threading.Thread(target=self._tick, daemon=True).start()
 
     def flush_task(self):
@@ -246,21 +277,24 @@ class HttpRun:
         ids = [self.hot_id] if distribution == "hot" else self.ids
         return [pattern.format(i) for i in ids]
 
-    def worker_cpu(self) -> dict[int, float]:
+    def worker_cpu(self, layout: str = MAIN) -> dict[int, float]:
         """CPU seconds of each gunicorn worker (the master's children)."""
         snap = snapshot()
-        return {pid: st[2] for pid, st in snap.items() if st[0] == self.gunicorn.pid}
+        master = self.gunicorns[layout].pid
+        return {pid: st[2] for pid, st in snap.items() if st[0] == master}
 
-    def measure(self, variant: str, distribution: str, duration_s: float) -> dict:
+    def measure(
+        self, variant: str, distribution: str, duration_s: float, layout: str = MAIN
+    ) -> dict:
         """One run; repeated (up to ``UNBALANCED_RETRIES`` times) when one gunicorn worker
         got nearly every connection: the gunicorn workers race to accept wrk's
         connections, and now and then one of them wins them all, so half the machine
         idles. Such a run measures that accident, not the variant."""
         repeated = 0
         while True:
-            out = self._measure_once(variant, distribution, duration_s)
+            out = self._measure_once(variant, distribution, duration_s, layout)
             shares = out["worker_cpu_shares"]
-            if len(shares) < 2 or min(shares) >= UNBALANCED_SHARE:
+            if len(shares) < 2 or min(shares) >= UNBALANCED_SHARE * 2 / len(shares):
                 break
             if repeated == UNBALANCED_RETRIES:  # kept, and flagged
                 out["unbalanced"] = True
@@ -269,14 +303,17 @@ class HttpRun:
         out["unbalanced_runs_repeated"] = repeated
         return out
 
-    def _measure_once(self, variant: str, distribution: str, duration_s: float) -> dict:
+    def _measure_once(
+        self, variant: str, distribution: str, duration_s: float, layout: str
+    ) -> dict:
         method = VARIANTS[variant][0]
         self.settle()
         before = self.total_views()
-        self.cpu.start()
-        workers_before = self.worker_cpu()
+        cpu = self.cpu[layout]
+        cpu.start()
+        workers_before = self.worker_cpu(layout)
         res = loadgen.run(
-            self.base_url,
+            self.urls[layout],
             method,
             self.paths(variant, distribution),
             duration_s=duration_s,
@@ -284,9 +321,10 @@ class HttpRun:
             tool=self.cfg.loadgen,
         )
         load_end = time.monotonic()
-        workers = self.worker_cpu()
+        workers = self.worker_cpu(layout)
         used_by = [workers[p] - workers_before[p] for p in workers if p in workers_before]
-        out = {"variant": variant, "distribution": distribution, **res.as_dict()}
+        out = {"variant": variant, "distribution": distribution, "layout": layout}
+        out.update(res.as_dict())
         out["worker_cpu_shares"] = [round(u / max(sum(used_by), 1e-9), 3) for u in used_by]
         accepted = res.requests - res.non_2xx
         if variant != "noop":
@@ -302,7 +340,7 @@ class HttpRun:
             # in-flight requests at the load generator's cut-off may land uncounted by it
             if not accepted <= persisted <= accepted + self.cfg.connections:
                 out["error"] = f"{accepted} views accepted but {persisted} persisted"
-        used = self.cpu.stop()  # over the load and, for counted views, until persisted
+        used = cpu.stop()  # over the load and, for counted views, until persisted
         used["loadgen"] = res.client_cpu_s
         out["cpu_us_per_request"] = {
             k: round(v / max(1, res.requests) * 1e6, 1) for k, v in used.items()
@@ -313,18 +351,12 @@ class HttpRun:
 
 
 def count_round_trips(stack: HttpRun, n: int = 50) -> dict:
-    """Redis round trips and SQL statements per request, counted in-process (test client)."""
-    import redis.connection
-
+    """Redis round trips and SQL statements per request, counted in-process (test client):
+    every command redis-py sends and every one of the engine's script connection."""
     from app.extensions import db
 
     app = stack.app
-    counts = {"redis": 0, "sql": 0, "checkouts": 0}
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        counts["redis"] += 1
-        return original(self, command, check_health)
+    counts = {"sql": 0, "checkouts": 0}
 
     def on_sql(*_a, **_k):
         counts["sql"] += 1
@@ -338,23 +370,23 @@ def count_round_trips(stack: HttpRun, n: int = 50) -> dict:
     out = {}
     sa.event.listen(engine, "before_cursor_execute", on_sql)
     sa.event.listen(engine.pool, "checkout", on_checkout)
-    redis.connection.AbstractConnection.send_packed_command = counting
     try:
-        for variant in VARIANTS:
-            method, pattern = VARIANTS[variant]
-            for i in range(n + 5):  # the first calls load scripts, open connections
-                if i == 5:
-                    counts.update(redis=0, sql=0, checkouts=0)
-                resp = client.open(pattern.format(stack.ids[i % 7]), method=method)
-                if resp.status_code >= 300:
-                    raise RuntimeError(f"{variant}: {resp.status_code} {resp.get_data()[:200]}")
-            out[variant] = {
-                "redis_round_trips": round(counts["redis"] / n, 2),
-                "sql_statements": round(counts["sql"] / n, 2),
-                "sql_connection_checkouts": round(counts["checkouts"] / n, 2),
-            }
+        with counting_round_trips() as sent:
+            for variant in VARIANTS:
+                method, pattern = VARIANTS[variant]
+                for i in range(n + 5):  # the first calls load scripts, open connections
+                    if i == 5:
+                        sent.clear()
+                        counts.update(sql=0, checkouts=0)
+                    resp = client.open(pattern.format(stack.ids[i % 7]), method=method)
+                    if resp.status_code >= 300:
+                        raise RuntimeError(f"{variant}: {resp.status_code} {resp.get_data()[:200]}")
+                out[variant] = {
+                    "redis_round_trips": round(len(sent) / n, 2),
+                    "sql_statements": round(counts["sql"] / n, 2),
+                    "sql_connection_checkouts": round(counts["checkouts"] / n, 2),
+                }
     finally:
-        redis.connection.AbstractConnection.send_packed_command = original
         sa.event.remove(engine, "before_cursor_execute", on_sql)
         sa.event.remove(engine.pool, "checkout", on_checkout)
     return out
@@ -416,17 +448,21 @@ def running_stack(env, cfg: HttpConfig, progress=None):
         stack.stop()
 
 
-def plan(cfg: HttpConfig) -> list[tuple[str, str, int]]:
-    """(variant, distribution, round) in run order. Every round runs each fast variant
-    on both distributions back to back, and reverses both orders on odd rounds, so the
-    runs a ratio compares are close in time and a drift of the machine favours none.
-    Celery runs last (its queue takes a while to drain)."""
+def plan(cfg: HttpConfig) -> list[tuple[str, str, str, int]]:
+    """(layout, variant, distribution, round) in run order. Every round runs each fast
+    variant of each gunicorn layout on both distributions back to back, and reverses
+    the three orders on odd rounds, so the runs a ratio compares are close in time and a
+    drift of the machine favours none. Celery runs last (its queue takes a while to
+    drain)."""
     runs = []
     for rnd in range(cfg.rounds):
-        order = FAST if rnd % 2 == 0 else tuple(reversed(FAST))
-        dists = DISTRIBUTIONS if rnd % 2 == 0 else tuple(reversed(DISTRIBUTIONS))
-        runs += [(v, d, rnd) for v in order for d in dists]
-    runs += [("celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
+        odd = rnd % 2 == 1
+        layouts = cfg.layouts()[::-1] if odd else cfg.layouts()
+        dists = DISTRIBUTIONS[::-1] if odd else DISTRIBUTIONS
+        for layout in layouts:
+            order = cfg.variants(layout)[::-1] if odd else cfg.variants(layout)
+            runs += [(layout, v, d, rnd) for v in order for d in dists]
+    runs += [(MAIN, "celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
     return runs
 
 
@@ -489,10 +525,22 @@ def summarize(samples: list[dict]) -> dict:
     return out
 
 
+def steps(cfg: HttpConfig) -> int:
+    """Progress steps of :func:`run`."""
+    fast = sum(len(cfg.variants(layout)) for layout in cfg.layouts()) * len(DISTRIBUTIONS)
+    return (
+        2
+        + int(cfg.calibrate)
+        + int(cfg.warmup_s > 0)
+        + fast * cfg.rounds
+        + len(DISTRIBUTIONS)  # celery
+    )
+
+
 def run(env, cfg: HttpConfig, progress=None) -> dict:
     result: dict = {
         "config": {
-            "gunicorn": "gunicorn " + " ".join(cfg.gunicorn_args()),
+            "gunicorn": "gunicorn " + " ".join(cfg.gunicorn_args(MAIN)),
             "connections": cfg.connections,
             "duration_s": cfg.duration_s,
             "rounds": cfg.rounds,
@@ -502,7 +550,7 @@ def run(env, cfg: HttpConfig, progress=None) -> dict:
         }
     }
     step = progress.step if progress else _null_step
-    with step("http: schema, seed posts, start gunicorn + celery worker"):
+    with step("http: schema, seed posts, start gunicorn (each layout) + celery worker"):
         ctx = running_stack(env, cfg, progress)
         stack = ctx.__enter__()
     try:
@@ -523,14 +571,16 @@ def run(env, cfg: HttpConfig, progress=None) -> dict:
                 result["loadgen_calibration"] = calibrate(cfg, stack, progress)
         if cfg.warmup_s:
             with step("http: warm-up"):
-                for variant in FAST:
-                    for dist in DISTRIBUTIONS:
-                        stack.measure(variant, dist, cfg.warmup_s)
-        samples: dict = {}
-        for variant, dist, rnd in plan(cfg):
-            with step(f"http: {variant} {dist} (round {rnd + 1})", cfg.duration_s) as p:
-                s = stack.measure(variant, dist, cfg.duration_s)
-                samples.setdefault(f"{variant}/{dist}", []).append(s)
+                for layout in cfg.layouts():
+                    for variant in cfg.variants(layout):
+                        for dist in DISTRIBUTIONS:
+                            stack.measure(variant, dist, cfg.warmup_s, layout)
+        samples: dict = {layout: {} for layout in cfg.layouts()}
+        for layout, variant, dist, rnd in plan(cfg):
+            label = f"{variant} {dist}" + (f" [{layout}]" if layout != MAIN else "")
+            with step(f"http: {label} (round {rnd + 1})", cfg.duration_s) as p:
+                s = stack.measure(variant, dist, cfg.duration_s, layout)
+                samples[layout].setdefault(f"{variant}/{dist}", []).append(s)
                 if progress:
                     extra = (
                         f", persisted {s['persisted_views_per_s']:.0f} views/s"
@@ -542,13 +592,23 @@ def run(env, cfg: HttpConfig, progress=None) -> dict:
                         f"p99 {s['p99_ms']:.2f} ms{extra}"
                         + (f"  ERROR {s['error']}" if "error" in s else "")
                     )
-        result["variants"] = {}
-        for key, runs in samples.items():
-            variant, dist = key.split("/")
-            result["variants"].setdefault(variant, {})[dist] = summarize(runs)
-        result["paired_ratios"] = paired_ratios(samples)
+        # the project's layout (gthread) at the top level, any other one under layouts
+        result["layouts"] = {}
+        for layout in cfg.layouts():
+            variants: dict = {}
+            for key, runs in samples[layout].items():
+                variant, dist = key.split("/")
+                variants.setdefault(variant, {})[dist] = summarize(runs)
+            into = result if layout == MAIN else result["layouts"].setdefault(layout, {})
+            into["variants"] = variants
+            into["paired_ratios"] = paired_ratios(samples[layout])
+            if layout != MAIN:
+                into["gunicorn"] = "gunicorn " + " ".join(cfg.gunicorn_args(layout))
         result["unbalanced_runs_repeated"] = sum(
-            s.get("unbalanced_runs_repeated", 0) for runs in samples.values() for s in runs
+            s.get("unbalanced_runs_repeated", 0)
+            for by_key in samples.values()
+            for runs in by_key.values()
+            for s in runs
         )
         result["flush_ticks"] = stack.ticks
     finally:

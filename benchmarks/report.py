@@ -42,6 +42,8 @@ def _ratio(a, b):
 TARGET_NAMES = (
     "write_behind_vs_noop_hot",
     "write_behind_vs_noop_spread",
+    "write_behind_vs_noop_hot_sync",
+    "write_behind_vs_noop_spread_sync",
     "write_behind_redis_round_trips",
     "page_vs_noop_hot",
     "page_vs_noop_spread",
@@ -83,16 +85,26 @@ def targets(results: dict) -> dict:
         return _ratio(server_cpu(v, "noop", dist), server_cpu(v, variant, dist))
 
     out = {}
-    for dist in ("hot", "spread"):
-        out[f"write_behind_vs_noop_{dist}"] = _target(
-            results,
-            ">=",
-            0.7,
-            ratio(f"write_behind/noop {dist}", rps("write_behind", dist), rps("noop", dist)),
-            f"median over rounds of write_behind / noop req/s (medians: "
-            f"{rps('write_behind', dist)} / {rps('noop', dist)}; server CPU per request "
-            f"gives {_fmt(cpu_ratio('write_behind', dist), '.2f')})",
-        )
+    layouts = {"": (v, paired, _get(results, "http", "config", "gunicorn"))}
+    sync = _get(results, "http", "layouts", "sync") or {}
+    layouts["_sync"] = (
+        sync.get("variants") or {},
+        sync.get("paired_ratios") or {},
+        sync.get("gunicorn"),
+    )
+    for suffix, (lv, lp, command) in layouts.items():
+        for dist in ("hot", "spread"):
+            wb, noop = _get(lv, "write_behind", dist, "rps"), _get(lv, "noop", dist, "rps")
+            name = f"write_behind/noop {dist}"
+            cpu = _ratio(server_cpu(lv, "noop", dist), server_cpu(lv, "write_behind", dist))
+            out[f"write_behind_vs_noop_{dist}{suffix}"] = _target(
+                results,
+                ">=",
+                0.7,
+                lp[name]["median"] if name in lp else _ratio(wb, noop),
+                f"`{command}`: median over rounds of write_behind / noop req/s (medians: "
+                f"{wb} / {noop}; server CPU per request gives {_fmt(cpu, '.2f')})",
+            )
     trips = _get(results, "http", "round_trips", "write_behind", "redis_round_trips")
     out["write_behind_redis_round_trips"] = _target(
         results, "<=", 1, trips, "Redis round trips per POST /api/posts/<id>/view (counted)"
@@ -249,6 +261,47 @@ def _fmt(x, spec=",.0f"):
     return "–" if x is None else format(x, spec)
 
 
+def _http_tables(v: dict, paired: dict) -> list[str]:
+    """The req/s table and the CPU-per-request table of one gunicorn layout."""
+    lines = [
+        "| variant | hot req/s | p50 ms | p99 ms | persisted views/s | × noop "
+        "| spread req/s | p50 ms | p99 ms | persisted views/s | × noop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in HTTP_ORDER:
+        if name not in v:
+            continue
+        cells = [f"`{name}`"]
+        for dist in ("hot", "spread"):
+            s = v[name].get(dist, {})
+            noop = _get(v, "noop", dist, "rps")
+            pair = _get(paired, f"{name}/noop {dist}", "median")
+            cells += [
+                _fmt(s.get("rps")),
+                _fmt(s.get("p50_ms"), ".2f"),
+                _fmt(s.get("p99_ms"), ".2f"),
+                _fmt(s.get("persisted_views_per_s")),
+                _fmt(pair if pair is not None else _ratio(s.get("rps"), noop), ".2f"),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    groups = ("gunicorn", "redis", "postgres", "celery_worker", "loadgen")
+    lines += [
+        "",
+        "CPU per request (µs, from /proc, over the load and until the views were "
+        "persisted; Postgres counts every backend on the server):",
+        "",
+        "| variant | distribution | " + " | ".join(groups) + " |",
+        "|---|---|" + "---:|" * len(groups),
+    ]
+    for name in HTTP_ORDER:
+        for dist in ("hot", "spread"):
+            cpu = _get(v, name, dist, "cpu_us_per_request")
+            if cpu:
+                cells = " | ".join(_fmt(cpu.get(g)) for g in groups)
+                lines.append(f"| `{name}` | {dist} | {cells} |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = ["# Benchmark results", ""]
     m, ver = results.get("machine", {}), results.get("versions", {})
@@ -275,42 +328,17 @@ def markdown(results: dict) -> str:
             "`noop` run of the same round. Runs repeated because one gunicorn worker had "
             f"accepted nearly every connection: {http.get('unbalanced_runs_repeated', 0)}.",
             "",
-            "| variant | hot req/s | p50 ms | p99 ms | persisted views/s | × noop "
-            "| spread req/s | p50 ms | p99 ms | persisted views/s | × noop |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         v = http.get("variants", {})
-        for name in HTTP_ORDER:
-            if name not in v:
-                continue
-            cells = [f"`{name}`"]
-            for dist in ("hot", "spread"):
-                s = v[name].get(dist, {})
-                noop = _get(v, "noop", dist, "rps")
-                pair = _get(http, "paired_ratios", f"{name}/noop {dist}", "median")
-                cells += [
-                    _fmt(s.get("rps")),
-                    _fmt(s.get("p50_ms"), ".2f"),
-                    _fmt(s.get("p99_ms"), ".2f"),
-                    _fmt(s.get("persisted_views_per_s")),
-                    _fmt(pair if pair is not None else _ratio(s.get("rps"), noop), ".2f"),
-                ]
-            lines.append("| " + " | ".join(cells) + " |")
-        groups = ("gunicorn", "redis", "postgres", "celery_worker", "loadgen")
-        lines += [
-            "",
-            "CPU per request (µs, from /proc, over the load and until the views were "
-            "persisted; Postgres counts every backend on the server):",
-            "",
-            "| variant | distribution | " + " | ".join(groups) + " |",
-            "|---|---|" + "---:|" * len(groups),
-        ]
-        for name in HTTP_ORDER:
-            for dist in ("hot", "spread"):
-                cpu = _get(v, name, dist, "cpu_us_per_request")
-                if cpu:
-                    cells = " | ".join(_fmt(cpu.get(g)) for g in groups)
-                    lines.append(f"| `{name}` | {dist} | {cells} |")
+        lines += _http_tables(v, http.get("paired_ratios", {}))
+        for layout, other in http.get("layouts", {}).items():
+            lines += [
+                "",
+                f"The same variants under a second layout, `{other.get('gunicorn')}` "
+                f"(worker class {layout}), in the same rounds:",
+                "",
+            ]
+            lines += _http_tables(other.get("variants", {}), other.get("paired_ratios", {}))
         trips = http.get("round_trips", {})
         if trips:
             lines += [
