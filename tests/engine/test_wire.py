@@ -1,0 +1,176 @@
+"""The increment's lean connection (engine/wire.py) against real Redis servers: a script
+the server lost is loaded and only that call sent again, a lost reply is never resent,
+a connection Redis closed (CLIENT KILL, a restart) is replaced before anything is sent on
+it, a forked child and every thread talk on connections of their own."""
+
+import multiprocessing
+import os
+import signal
+import threading
+
+import pytest
+import redis
+
+from engine import BufferUnavailable, Counters
+from engine.clients import redis_client
+from engine.wire import Wire
+from harness.redis_server import RedisProcess
+from tests.engine.conftest import REDIS_DB, REGISTRY, seed
+from tests.engine.test_resend import script_call
+from tests.proxy import TcpProxy
+from tests.servers import redis_url
+
+
+def hits(c: Counters, row: int) -> int:
+    return c.read("items", [row])[row]["hits"]
+
+
+@pytest.fixture
+def server(tmp_path):
+    proc = RedisProcess.rdb(tmp_path / "redis")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def on_server(server, sql):
+    """Counters on a server of this test's own (so it may kill its clients, restart it)."""
+    c = Counters(server.client(socket_timeout=1), sql, REGISTRY, shards=2)
+    c.existence.ensure_loaded(["items"])
+    yield c
+    c.close()
+
+
+def test_the_counter_client_of_a_single_redis_takes_the_wire(r, sql):
+    c = Counters(redis_client(redis_url(REDIS_DB)), sql, REGISTRY, shards=2)
+    assert c.buffer.wire is not None
+    assert Wire.of(redis.Redis(ssl=True)) is None  # TLS keeps redis-py's path
+    assert Wire.of(redis.Redis(protocol=3)) is None
+
+
+def test_a_script_the_server_lost_is_loaded_and_the_view_sent_once_more(counters, r, sql):
+    (i,) = seed(sql, "items", 1)
+    counters.existence.ensure_loaded(["items"])
+    assert counters.view("items.hits", i)
+    r.script_flush()  # as after a restart or a failover: the next call answers NOSCRIPT
+    assert counters.view("items.hits", i)
+    assert counters.view("items.hits", i)
+    assert hits(counters, i) == 3
+
+
+def test_a_lost_reply_is_an_error_and_the_view_is_not_sent_again(r, sql):
+    kw = r.connection_pool.connection_kwargs
+    proxy = TcpProxy(kw.get("host", "127.0.0.1"), kw.get("port", 6379))
+    try:
+        c = Counters(redis_client(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"), sql, REGISTRY)
+        assert c.buffer.wire is not None
+        (i,) = seed(sql, "items", 1)
+        c.existence.ensure_loaded(["items"])
+        assert c.view("items.hits", i)  # connected, script loaded
+        proxy.lose_next_reply(script_call)
+        with pytest.raises(BufferUnavailable):
+            c.view("items.hits", i)
+        assert proxy.replies_lost == 1
+        assert hits(c, i) == 2  # Redis ran it once; it was not sent again
+        assert c.view("items.hits", i)  # on a new connection
+        assert hits(c, i) == 3
+        c.close()
+    finally:
+        proxy.close()
+
+
+def test_a_connection_redis_killed_is_replaced_before_the_next_view(server, on_server, sql):
+    (i,) = seed(sql, "items", 1)
+    assert on_server.view("items.hits", i)
+    admin = server.client()
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert on_server.view("items.hits", i)  # no error: the dead connection was never used
+    assert hits(on_server, i) == 2
+
+
+def test_views_go_on_after_a_redis_restart(server, on_server, sql):
+    (i,) = seed(sql, "items", 1)
+    assert on_server.view("items.hits", i)
+    on_server.flush_all()
+    server.kill()
+    with pytest.raises(BufferUnavailable):
+        on_server.view("items.hits", i)  # down: an error, not a hang
+    server.wipe()  # back, empty: no scripts, no layout, no existence index
+    assert on_server.view("items.hits", i)  # Postgres confirms the row
+    on_server.flush_all()
+    assert hits(on_server, i) == 2
+
+
+def test_a_reply_later_than_the_socket_timeout_is_an_error_never_a_resend(server, on_server, sql):
+    (i,) = seed(sql, "items", 1)
+    assert on_server.view("items.hits", i)
+    os.kill(server.proc.pid, signal.SIGSTOP)  # Redis takes the command but does not answer
+    try:
+        with pytest.raises(BufferUnavailable):
+            on_server.view("items.hits", i)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert on_server.view("items.hits", i)
+    assert hits(on_server, i) == 3  # the late one ran once, when Redis woke up
+
+
+VIEWS_EACH = 200
+
+
+def _child_views(c: Counters, row: int) -> None:
+    try:
+        for _ in range(VIEWS_EACH):
+            assert c.view("items.hits", row)
+    except BaseException:  # noqa: BLE001 - any failure is the answer
+        os._exit(1)
+    os._exit(0)
+
+
+def test_a_forked_child_counts_on_its_own_connection(counters, sql):
+    (i,) = seed(sql, "items", 1)
+    counters.existence.ensure_loaded(["items"])
+    assert counters.view("items.hits", i)  # the parent's connection is open
+    fork = multiprocessing.get_context("fork")
+    children = [fork.Process(target=_child_views, args=(counters, i)) for _ in range(2)]
+    for p in children:
+        p.start()
+    for _ in range(VIEWS_EACH):  # the parent keeps counting meanwhile
+        assert counters.view("items.hits", i)
+    for p in children:
+        p.join(60)
+    assert [p.exitcode for p in children] == [0, 0]
+    assert hits(counters, i) == 1 + 3 * VIEWS_EACH
+
+
+def test_threads_count_on_connections_of_their_own(server, on_server, sql):
+    ids = seed(sql, "items", 8)
+    errors = []
+    assert on_server.view("items.hits", ids[0])  # this thread's connection
+    admin = server.client()
+    scripted = lambda: sum(c["cmd"] == "evalsha" for c in admin.client_list())  # noqa: E731
+    before = scripted()
+
+    counted, looked = threading.Barrier(len(ids) + 1), threading.Barrier(len(ids) + 1)
+
+    def views(row: int) -> None:
+        try:
+            for _ in range(VIEWS_EACH):
+                assert on_server.view("items.hits", row)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        counted.wait(60)
+        looked.wait(60)  # a thread's connection closes when the thread ends
+
+    threads = [threading.Thread(target=views, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    counted.wait(60)
+    connections = scripted()
+    looked.wait(60)
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert connections == before + len(ids)  # one connection per thread
+    expected = {i: {"hits": VIEWS_EACH + (i == ids[0]), "likes": 0} for i in ids}
+    assert on_server.read("items", ids) == expected
