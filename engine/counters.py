@@ -606,6 +606,8 @@ class Counters:
 
     def close(self) -> None:
         """Close the Redis client's connections (the SQL engine is the caller's)."""
+        if self.buffer.wire is not None:
+            self.buffer.wire.close()
         self.buffer.redis.close()
 
     def check_layout(self) -> int:

@@ -103,6 +103,17 @@ class _Conn:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def shut(self) -> None:
+        """End the connection but keep its descriptor until its thread lets go of it: a
+        call under way in that thread fails instead of writing to a reused number."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=self.fd)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.detach()
+
     __del__ = close
 
 
@@ -237,16 +248,22 @@ class Wire:
         conn.close()
 
     def close(self) -> None:
-        """Close every connection of this process (the next call opens a new one)."""
+        """End every connection of this process: this thread's is closed, the other
+        threads' are shut down (each thread then closes its own and opens a new one at
+        its next call)."""
         if self._generation != _fork_generation:
             self._forget_parent()
             return
         with self._lock:
             conns = list(self._open)
             self._open = weakref.WeakSet()
+        mine = getattr(self._local, "conn", None)
+        self._local.conn = None
         for conn in conns:
-            conn.close()
-        self._local = threading.local()
+            if conn is mine:
+                conn.close()
+            else:
+                conn.shut()
 
     # -- calls --------------------------------------------------------------------
 
