@@ -13,7 +13,7 @@ import redis
 
 from engine import BufferUnavailable, Counters
 from engine.clients import redis_client
-from engine.wire import Wire
+from engine.wire import Wire, command
 from harness.redis_server import RedisProcess
 from tests.engine.conftest import REDIS_DB, REGISTRY, seed
 from tests.engine.test_resend import script_call
@@ -202,3 +202,20 @@ def test_close_ends_every_threads_connection_and_counting_goes_on(server, on_ser
     assert done.is_set()
     assert on_server.view("items.hits", i)
     assert hits(on_server, i) == 4
+
+
+@pytest.mark.parametrize(
+    ("row", "pairs", "table"),
+    [(7, [("ih", 1)], "items"), (8, [("ih", 3), ("il", -1)], "items"), (9, [("nh", 2)], None)],
+)
+def test_the_packed_increment_is_the_script_call_the_buffer_lays_out(
+    counters, monkeypatch, row, pairs, table
+):
+    """The keys and constant arguments packed once per shard make the same command as
+    the script call ``_incr_call`` lays out (incr.lua's KEYS and ARGV)."""
+    monkeypatch.setattr("engine.buffer.now_ms", lambda: 1_700_000_000_123)
+    b = counters.buffer
+    keys, args = b._incr_call(row, pairs, table)
+    expected = command("EVALSHA", b._incr.sha, len(keys), *keys, *args)
+    for _ in range(2):  # packed, then from the kept head
+        assert b._incr_payload(row, pairs, table, None) == expected
