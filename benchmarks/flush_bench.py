@@ -27,8 +27,7 @@ import time
 
 import sqlalchemy as sa
 
-from engine import Counter, Counters, Registry, schema
-from engine.flush_combined import COMBINE_MAX_FIELDS
+from engine import COMBINE_MAX_FIELDS, Counter, Counters, Registry, schema
 from engine.settings import FLUSH_THREADS
 from engine.sqlarrays import int_array
 

@@ -22,6 +22,7 @@ from .errors import (
     UnsafeRedis,
 )
 from .flush import FlushSummary, ShardFlush
+from .flush_combined import COMBINE_MAX_FIELDS
 from .keys import DEFAULT_SCOPE, DEFAULT_SHARDS
 from .policy import ViewPolicy, Visit
 from .reconcile import Fix, ReconcileResult
@@ -32,6 +33,7 @@ from .window_read import Series
 from .windows import TRENDING_WINDOWS, WINDOWS
 
 __all__ = [
+    "COMBINE_MAX_FIELDS",
     "DEFAULT_SCOPE",
     "FLUSH_LOCK_TTL_MS",
     "DEFAULT_SHARDS",
