@@ -10,9 +10,14 @@ wipe the first flush of a row thus merges what Postgres kept back in before stor
 the estimate never goes backwards. Reads take the larger of the column and Redis'
 ``PFCOUNT`` (engine/live.py), so they do not either, in between.
 
-Cost: per flushed row with views, one ``counter_uniques`` read (up to 12 KB, the dense
-encoding) and one script call (all rows of a shard in one round trip), and writes only
-for the rows whose estimate moved.
+Only rows whose HyperLogLog Redis has are merged: a row without one got no counted
+visitor since it expired or Redis lost it (its views came with the policy off, ``raw``),
+so Postgres already holds every visitor Redis knows of. One script call per shard, in
+one round trip, tells which rows have one.
+
+Cost: one round trip to find those rows; then, per such row, one ``counter_uniques``
+read (up to 12 KB, the dense encoding) and one script call (all rows in one round trip),
+and writes only for the rows whose estimate moved.
 """
 
 from __future__ import annotations
@@ -54,12 +59,30 @@ class Uniques:
     def __init__(self, buffer, scope: str) -> None:
         self.buffer = buffer
         self.scope = scope
-        lua = resources.files(__package__).joinpath("lua", "uniques.lua").read_text()
-        self._merge = buffer.redis.register_script(lua)
+        lua = resources.files(__package__).joinpath("lua")
+        self._merge = buffer.redis.register_script(lua.joinpath("uniques.lua").read_text())
+        self._present = buffer.redis.register_script(
+            lua.joinpath("uniques_present.lua").read_text()
+        )
+
+    def present(self, counter: Counter, ids: list[int]) -> list[int]:
+        """Those of ``ids`` whose HyperLogLog Redis has (one round trip)."""
+        keys = self.buffer.keys
+        by_shard: dict[int, list[int]] = {}
+        for row_id in ids:
+            by_shard.setdefault(keys.shard_of(row_id), []).append(row_id)
+        with redis_errors("find unique viewers"):
+            trip = RoundTrip(self.buffer.redis)
+            for rows in by_shard.values():
+                trip.script(self._present, [keys.uniques(i, counter.code) for i in rows], [])
+            replies = trip.execute()
+        rows = by_shard.values()
+        return sorted(r[i - 1] for r, found in zip(rows, replies, strict=True) for i in found)
 
     def save(self, conn: sa.Connection, counter: Counter, ids: list[int]) -> int:
         """Merge and store the estimates of ``ids`` (rows that exist) of view counter
         ``counter``, in ``conn``'s transaction; returns the rows whose estimate moved."""
+        ids = self.present(counter, ids) if ids else []
         if not ids:
             return 0
         params = {"scope": self.scope, "code": counter.code}

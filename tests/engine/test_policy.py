@@ -15,7 +15,7 @@ from engine import Counters, Visit
 from engine.visitors import is_crawler, visit_of
 from harness.agents import BROWSER as CHROME
 from harness.agents import GOOGLEBOT
-from tests.engine.conftest import POLICY_REGISTRY, seed, stored
+from tests.engine.conftest import POLICY_REGISTRY, seed, sql_statements, stored
 from tests.engine.test_faults import wait_out_victim_lock
 from tests.servers import ROOT
 
@@ -122,6 +122,24 @@ def test_raw_counts_every_view_and_keeps_nothing_of_the_policy(make, pages, r):
     assert list(r.scan_iter(match=b"*:seen:*")) == []
     assert list(r.scan_iter(match=b"*:uv:*")) == []
     assert held(counters) == {}
+
+
+def test_the_flush_merges_unique_viewers_only_of_rows_redis_has_them_for(make, pages, sql):
+    """Views counted raw add no visitor: their flush reads no stored HyperLogLog."""
+    raw, dedupe = make(view_policy="raw"), make()
+    for row in pages:
+        raw.view(VIEWS, row, visit=Visit(f"c:{row}"))
+    with sql_statements(sql) as sent:
+        raw.flush_all()
+    assert not [s for s in sent if "counter_uniques" in s]
+    dedupe.view(VIEWS, pages[0], visit=Visit("c:bob"))
+    raw.view(VIEWS, pages[1], visit=Visit("c:bob"))
+    with sql_statements(sql) as sent:
+        dedupe.flush_all()
+    reads = [s for s in sent if s.lstrip().startswith("SELECT") and "counter_uniques" in s]
+    assert len(reads) == 1
+    assert stored(sql, "pages", "uniques") == {pages[0]: 1, pages[1]: 0, pages[2]: 0}
+    assert stored(sql, "pages", "views") == {pages[0]: 2, pages[1]: 2, pages[2]: 1}
 
 
 def test_a_view_of_a_row_that_does_not_exist_leaves_no_trace(make, pages, r):
