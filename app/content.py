@@ -118,14 +118,10 @@ def _forget(kind: Kind, row_id: int) -> None:
         log.warning("could not void the read model of %s %d", kind.table, row_id, exc_info=True)
 
 
-def edit(kind: Kind, row_id: int, user_id: int, changes: dict[str, str]) -> bool:
-    """Change a row's title and/or content; False when it is not there.
-
-    The row's read model is voided before the commit and after it (engine
-    ``Counters.changed``): a page never shows the old text once the edit is answered.
-    """
+def _lock_own(conn, kind: Kind, row_id: int, user_id: int) -> bool:
+    """Lock the row ``FOR UPDATE``; False (rolled back) when it is not there, NotAuthor
+    (rolled back) when ``user_id`` did not write it."""
     m = kind.model
-    conn = db.session.connection()
     author = conn.execute(sa.select(m.author_id).where(m.id == row_id).with_for_update()).scalar()
     if author is None:
         db.session.rollback()
@@ -133,6 +129,19 @@ def edit(kind: Kind, row_id: int, user_id: int, changes: dict[str, str]) -> bool
     if author != user_id:
         db.session.rollback()
         raise NotAuthor()
+    return True
+
+
+def edit(kind: Kind, row_id: int, user_id: int, changes: dict[str, str]) -> bool:
+    """Change a row's title and/or content; False when it is not there.
+
+    The row's read model is voided before the commit and after it (engine
+    ``Counters.changed``): a page never shows the old text once the edit is answered.
+    """
+    conn = db.session.connection()
+    if not _lock_own(conn, kind, row_id, user_id):
+        return False
+    m = kind.model
     conn.execute(sa.update(m).where(m.id == row_id).values(**changes))
     _forget(kind, row_id)
     db.session.commit()
@@ -146,15 +155,10 @@ def delete(kind: Kind, row_id: int, user_id: int) -> bool:
     Pending deltas of the row are dropped by the next flush. The row is locked first so
     that concurrent action writers (``FOR KEY SHARE``) finish before, or find it gone.
     """
-    m = kind.model
     conn = db.session.connection()
-    author = conn.execute(sa.select(m.author_id).where(m.id == row_id).with_for_update()).scalar()
-    if author is None:
-        db.session.rollback()
+    if not _lock_own(conn, kind, row_id, user_id):
         return False
-    if author != user_id:
-        db.session.rollback()
-        raise NotAuthor()
+    m = kind.model
     conn.execute(
         sa.delete(UserAction).where(
             UserAction.target_type == kind.target_type, UserAction.target_id == row_id

@@ -211,6 +211,15 @@ def likes_path(summary: str) -> dict:
 
 
 def schemas() -> dict:
+    item_fields = {
+        "title": {"type": "string", "minLength": TITLE_CHARS[0], "maxLength": TITLE_CHARS[1]},
+        "content": {
+            "type": "string",
+            "minLength": CONTENT_CHARS[0],
+            "maxLength": CONTENT_CHARS[1],
+        },
+    }
+
     def item() -> dict:
         return obj(
             {
@@ -274,39 +283,8 @@ def schemas() -> dict:
         ),
         "PostComment": comment("post_id"),
         "Comment": comment("article_id"),
-        "NewItem": obj(
-            {
-                "title": {
-                    "type": "string",
-                    "minLength": TITLE_CHARS[0],
-                    "maxLength": TITLE_CHARS[1],
-                },
-                "content": {
-                    "type": "string",
-                    "minLength": CONTENT_CHARS[0],
-                    "maxLength": CONTENT_CHARS[1],
-                },
-            }
-        ),
-        "ItemEdit": {
-            **obj(
-                {
-                    "title": {
-                        "type": "string",
-                        "minLength": TITLE_CHARS[0],
-                        "maxLength": TITLE_CHARS[1],
-                    },
-                    "content": {
-                        "type": "string",
-                        "minLength": CONTENT_CHARS[0],
-                        "maxLength": CONTENT_CHARS[1],
-                    },
-                },
-                [],
-            ),
-            "minProperties": 1,
-            "additionalProperties": False,
-        },
+        "NewItem": obj(item_fields),
+        "ItemEdit": {**obj(item_fields, []), "minProperties": 1, "additionalProperties": False},
         "NewComment": obj(
             {
                 "content": {

@@ -229,6 +229,17 @@ def add_deltas(conn: sa.Connection, table: str, rows: dict[int, dict[str, int]])
     return {r[0] for r in add_columns(conn, table, arrays)}
 
 
+def drop_missing(table: str, deltas, updated: set[int], result, gone: set[int]) -> None:
+    """Count the rows of ``deltas`` the UPDATE did not find (deleted) into ``result``,
+    and add them to ``gone``."""
+    for row_id, fields in sorted(deltas.fields_per_row().items()):
+        if row_id not in updated:
+            gone.add(row_id)
+            result.rows_missing += 1
+            result.deltas_dropped += fields
+            result.missing.append((table, row_id))
+
+
 class Flusher:
     def __init__(
         self,
@@ -273,13 +284,7 @@ class Flusher:
             result.rows += applied.rowcount
             gone: set[int] = set()
             if applied.rowcount < deltas.row_count():
-                updated = {r[0] for r in applied}
-                for row_id, fields in sorted(deltas.fields_per_row().items()):
-                    if row_id not in updated:
-                        gone.add(row_id)
-                        result.rows_missing += 1
-                        result.deltas_dropped += fields
-                        result.missing.append((table, row_id))
+                drop_missing(table, deltas, {r[0] for r in applied}, result, gone)
             gone_by_table[table] = gone
             self._save_uniques(conn, table, deltas, gone)
         if batch.buckets:

@@ -245,7 +245,7 @@ def merged(parts: list[TableDeltas]) -> TableDeltas:
 def apply_merged(flusher: Flusher, conn: sa.Connection, work: list) -> None:
     """``Flusher._apply`` for several batches ``[(batch, result), …]``: one UPDATE per
     table for all, what is dropped (rows gone, unknown codes) counted per batch."""
-    from .flush import add_columns
+    from .flush import add_columns, drop_missing
 
     gone_by_table: dict[str, set[int]] = {}
     for batch, result in work:
@@ -258,12 +258,7 @@ def apply_merged(flusher: Flusher, conn: sa.Connection, work: list) -> None:
         if applied.rowcount < deltas.row_count():
             updated = {r[0] for r in applied}
             for part, result in parts:
-                for row_id, fields in sorted(part.fields_per_row().items()):
-                    if row_id not in updated:
-                        gone.add(row_id)
-                        result.rows_missing += 1
-                        result.deltas_dropped += fields
-                        result.missing.append((table, row_id))
+                drop_missing(table, part, updated, result, gone)
         for part, result in parts:
             lost = sum(1 for m in result.missing if m[0] == table) if gone else 0
             result.rows += part.row_count() - lost
