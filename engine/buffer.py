@@ -32,7 +32,7 @@ from .errors import BufferUnavailable, LayoutMismatch, redis_errors
 from .keys import BASE_FIELD, OLDEST_FIELD, Keys, field
 from .lineage import Base
 from .policy import Rule
-from .wire import Wire, bulk, evalsha_head
+from .wire import Wire, bulk, evalsha_head, pack_command
 
 log = logging.getLogger(__name__)
 
@@ -115,26 +115,50 @@ class RoundTrip:
     """Commands and script calls queued on a non-transactional pipeline, sent together.
 
     On a single Redis this is one round trip; on a Redis Cluster it is one round trip
-    per node involved, sent in parallel. Plain commands go on :attr:`pipe`, scripts
-    through :meth:`script`.
+    per node involved, sent in parallel. Commands go through :meth:`command` (or on
+    :attr:`pipe`), scripts through :meth:`script`.
 
     Scripts go out as bare ``EVALSHA`` commands: redis-py's own pipelined scripts cost
     an extra ``SCRIPT EXISTS`` round trip per execute, and its cluster pipeline refuses
     them (redis/redis-py#2914), yet the command routes by its keys like any keyed one.
+
+    Given a ``wire`` (engine/wire.py), the commands are packed here and written on that
+    lean connection instead (a page view's round trip); :attr:`pipe` is None then.
     """
 
-    def __init__(self, redis) -> None:
+    def __init__(self, redis, wire: Wire | None = None) -> None:
         self.redis = redis
-        self.pipe = redis.pipeline(transaction=False)
-        self._calls: list[tuple[int, Script, list, list]] = []
+        self.wire = wire
+        self.pipe = redis.pipeline(transaction=False) if wire is None else None
+        self._packed: list[bytes] = []
+        # (position, script, what to send again: keys and args, or the packed command)
+        self._calls: list[tuple[int, Script, object]] = []
+
+    def __len__(self) -> int:
+        return len(self._packed) if self.wire is not None else len(self.pipe)
+
+    def command(self, *args) -> None:
+        if self.wire is not None:
+            self._packed.append(pack_command(args))
+        else:
+            self.pipe.execute_command(*args)
 
     def script(self, script: Script, keys: list, args: list) -> None:
-        self._calls.append((len(self.pipe), script, keys, args))
+        if self.wire is not None:
+            packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+            self.packed_script(script, packed)
+            return
+        self._calls.append((len(self.pipe), script, (keys, args)))
         self.pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def packed_script(self, script: Script, payload: bytes) -> None:
+        """A script call packed already (:func:`engine.wire.evalsha_head`); wire only."""
+        self._calls.append((len(self._packed), script, payload))
+        self._packed.append(payload)
 
     def execute(self) -> list:
         """Replies in queueing order; raises the first error."""
-        replies = self._send(self.pipe)
+        replies = self._send()
         # A server that never saw a script (new, restarted, failed over, SCRIPT FLUSH)
         # answers NOSCRIPT without running it, so loading the scripts and sending just
         # those calls again cannot apply anything twice.
@@ -148,17 +172,25 @@ class RoundTrip:
                     load()
                 else:
                     self.redis.script_load(script.script)  # on every primary of a cluster
-            again = self.redis.pipeline(transaction=False)
-            for _, script, keys, args in missing:
-                again.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            for (i, *_), reply in zip(missing, self._send(again), strict=True):
+            if self.wire is not None:
+                again = self.wire.pipeline([payload for _, _, payload in missing])
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for _, script, (keys, args) in missing:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                again = self._send(pipe)
+            for (i, *_), reply in zip(missing, again, strict=True):
                 replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
 
-    def _send(self, pipe) -> list:
+    def _send(self, pipe=None) -> list:
+        if pipe is None:
+            if self.wire is not None:
+                return self.wire.pipeline(self._packed)
+            pipe = self.pipe
         if not isinstance(pipe, ClusterPipeline):
             return pipe.execute(raise_on_error=False)
         # redis-py's cluster pipeline sends the commands of a node whose connection broke
@@ -292,6 +324,20 @@ class Buffer:
                 self.on_unknown_layout()
                 reply = self._incr(keys=keys, args=args)
         return self.outcome(reply)
+
+    def queue_add(
+        self,
+        trip: RoundTrip,
+        row_id: int,
+        pairs: Sequence[tuple[str, int]],
+        exists_in: str | None = None,
+        rule: Rule | None = None,
+    ) -> None:
+        """Queue :meth:`add` on ``trip``; its reply goes to :meth:`outcome`."""
+        if trip.wire is not None:
+            trip.packed_script(self._incr, self._incr_payload(row_id, pairs, exists_in, rule))
+        else:
+            trip.script(self._incr, *self._incr_call(row_id, pairs, exists_in, rule))
 
     def _incr_payload(
         self,

@@ -60,7 +60,9 @@ RM_LIFE = "l"  # state: the life token rows must carry to be read
 RM_VERSION = "v"  # state: bumped by every release and invalidation (a fill's fence)
 RM_RELEASED = "r"  # state: seq of the shard's last released batch
 RM_ROW_LIFE = "_l"  # row: the life token it was filled under
-RM_COLUMN = "."  # row: "<RM_COLUMN><column>" holds a column's value as JSON
+# row: "<RM_COLUMN><column>" holds a column's value (readmodel.encode); rows kept by an
+# earlier release in JSON under "." are never read as such
+RM_COLUMN = ":"
 # state: reads that found their row, rows filled from Postgres and fills fenced off
 RM_HITS, RM_FILLED, RM_FENCED = "hit", "filled", "fenced"
 

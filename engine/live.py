@@ -163,13 +163,13 @@ class LiveReader:
         for attempt in range(READ_ATTEMPTS):
             shards = sorted(s for s, f in by_shard.items() if f)
             with redis_errors("live read"):
-                trip = RoundTrip(self.buffer.redis)
+                # the buffer's lean connection when it has one (engine/wire.py)
+                trip = RoundTrip(self.buffer.redis, self.buffer.wire)
                 if pending_bump:
-                    call = self.buffer._incr_call(ids[0], bump[0], table, bump[1])
-                    trip.script(self.buffer._incr, *call)
+                    self.buffer.queue_add(trip, ids[0], bump[0], table, bump[1])
                 for c in uniques:
                     for row_id in ids:
-                        trip.pipe.pfcount(self.buffer.keys.uniques(row_id, c.code))
+                        trip.command("PFCOUNT", self.buffer.keys.uniques(row_id, c.code))
                 estimates = len(uniques) * len(ids)
                 self.buffer.unapplied(by_shard, trip=trip)
                 cached = self.model.fields(counters, columns + unique_columns) if self.model else []

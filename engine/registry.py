@@ -71,6 +71,8 @@ class Registry:
     def __init__(self, counters: Iterable[Counter]) -> None:
         self._by_name: dict[str, Counter] = {}
         self._by_code: dict[str, Counter] = {}
+        self._of_table: dict[str, tuple[Counter, ...]] = {}
+        self._uniques_of: dict[str, tuple[Counter, ...]] = {}
         for c in counters:
             if c.name in self._by_name or c.code in self._by_code:
                 raise ValueError(f"duplicate counter name or code: {c.name} / {c.code}")
@@ -132,8 +134,11 @@ class Registry:
             raise UnknownCounter(f"{name} keeps no time buckets")
         return counter
 
-    def of_table(self, table: str) -> list[Counter]:
-        return [c for c in self if c.table == table]
+    def of_table(self, table: str) -> tuple[Counter, ...]:
+        found = self._of_table.get(table)
+        if found is None:  # a registry never changes: kept per table
+            found = self._of_table[table] = tuple(c for c in self if c.table == table)
+        return found
 
     def columns(self, table: str) -> set[str]:
         return {c.column for c in self if c.table == table}
@@ -144,6 +149,10 @@ class Registry:
             return None
         return self.get(f"{counter.table}.{counter.policy.bots}")
 
-    def uniques_of(self, table: str) -> list[Counter]:
+    def uniques_of(self, table: str) -> tuple[Counter, ...]:
         """The table's view counters that keep a unique-viewer estimate."""
-        return [c for c in self.of_table(table) if c.policy and c.policy.uniques]
+        found = self._uniques_of.get(table)
+        if found is None:
+            found = tuple(c for c in self.of_table(table) if c.policy and c.policy.uniques)
+            self._uniques_of[table] = found
+        return found

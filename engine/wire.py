@@ -1,11 +1,13 @@
-"""A lean Redis connection for the increment script: one ``EVALSHA``, one reply.
+"""A lean Redis connection for the requests' own round trip: the view beacon's one
+``EVALSHA``, a page's pipeline (its view, delta snapshot and read model).
 
 redis-py's per-command path (a pool checkout with its ``can_read`` poll, argument
 encoding, event hooks, ``sendall``, a socket read wrapped in timeouts) costs several
-times what the round trip itself costs the caller. The beacon makes exactly one such
-call per request, so the buffer sends it here instead, on a plain socket that this
-process (and thread) owns, with the command packed by the caller and the reply parsed by
-hiredis. Everything else still goes through redis-py.
+times what the round trip itself costs the caller. A beacon or a page makes exactly one
+such round trip per request, so the engine sends it here instead (:meth:`Wire.call`,
+:meth:`Wire.pipeline`), on a plain socket that this process (and thread) owns, with the
+commands packed by the caller and the replies parsed by hiredis. Everything else still
+goes through redis-py.
 
 The rules are those of ``engine.clients``:
 
@@ -41,8 +43,14 @@ import weakref
 
 try:
     import hiredis  # redis[hiredis], a dependency of the engine
+    from hiredis import pack_command
 except ImportError:  # pragma: no cover - then every call keeps redis-py's path
     hiredis = None
+
+    def pack_command(args) -> bytes:
+        return command(*args)
+
+
 from redis import exceptions as rx
 from redis.connection import Connection, UnixDomainSocketConnection
 
@@ -82,6 +90,14 @@ def evalsha_head(sha: str, keys, argc: int) -> bytes:
         + bulk(sha)
         + (bulk(len(keys)) + b"".join(bulk(k) for k in keys))
     )
+
+
+def _error(reply) -> rx.ResponseError:
+    """An error reply as redis-py raises it."""
+    message = str(reply)
+    if message.startswith("NOSCRIPT"):
+        return rx.NoScriptError(message)
+    return rx.ResponseError(message)
 
 
 class _Conn:
@@ -268,11 +284,12 @@ class Wire:
     # -- calls --------------------------------------------------------------------
 
     def _round_trip(self, conn: _Conn, payload: bytes):
-        """Send one command and read its reply; an error reply is returned, not raised.
-        Any failure drops the connection: the command is never sent again from here."""
+        """Send one command (or, with an empty payload, nothing) and read one reply; an
+        error reply is returned, not raised. Any failure drops the connection: the
+        command is never sent again from here."""
         reader, fd = conn.reader, conn.fd
         try:
-            sent = os.write(fd, payload)
+            sent = os.write(fd, payload) if payload else 0
             while sent < len(payload):  # a short write: only for very large commands
                 sent += os.write(fd, payload[sent:])
             while True:
@@ -292,6 +309,22 @@ class Wire:
         except rx.ConnectionError:
             self._drop(conn)
             raise
+
+    def pipeline(self, payloads: list[bytes]) -> list:
+        """Send packed commands in one write and read their replies, in order; an error
+        reply is given back as its ``redis`` exception (``NoScriptError`` for
+        ``NOSCRIPT``: Redis ran nothing), not raised. A connection error or timeout
+        raises, as for :meth:`call`: any of them may have run, none is sent again."""
+        conn = self._conn()
+        replies = [self._round_trip(conn, b"".join(payloads))]
+        while len(replies) < len(payloads):
+            replies.append(self._next_reply(conn))
+        return [_error(r) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+
+    def _next_reply(self, conn: _Conn):
+        """The next reply already sent for on ``conn`` (see :meth:`_round_trip`)."""
+        reply = conn.reader.gets()
+        return reply if reply is not False else self._round_trip(conn, b"")
 
     def call(self, sha: str, source: str, payload: bytes):
         """Run a script's ``EVALSHA`` command (``payload``, packed with

@@ -11,6 +11,7 @@ from redis.retry import Retry
 
 from engine import BufferUnavailable, Counters, Outcome, UnknownCounter
 from engine.keys import Keys
+from harness.round_trips import counting_round_trips
 from tests.engine.conftest import REGISTRY, seed
 
 
@@ -132,23 +133,14 @@ def test_engine_imports_neither_flask_nor_celery():
 
 def test_pipelined_scripts_are_one_round_trip_and_survive_a_script_flush(counters, r, sql):
     ids = seed(sql, "items", 6)
-    sent = []
-    real = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        sent.append(command)
-        return real(self, command, check_health)
-
     counters.incr_many([("items.hits", i, 1) for i in ids])  # scripts loaded
-    redis.connection.AbstractConnection.send_packed_command = counting
-    try:
+    counters.read("items", ids[1:2])  # and the live read's connection open
+    with counting_round_trips() as sent:
         counters.incr_many([("items.hits", i, 1) for i in ids])
         counters.read("items", ids[:1])  # the Redis half of a live read, then its fill
         assert len(sent) == 3
         counters.read("items", ids[:1])  # from the read model: one round trip
         assert len(sent) == 4
-    finally:
-        redis.connection.AbstractConnection.send_packed_command = real
     r.script_flush()
     counters.incr_many([("items.hits", i, 1) for i in ids])  # NOSCRIPT: loaded, resent once
     assert counters.read("items", ids) == {i: {"hits": 3, "likes": 0} for i in ids}

@@ -15,6 +15,7 @@ from engine import BufferUnavailable, Counters
 from engine.clients import redis_client
 from engine.wire import Wire, command
 from harness.redis_server import RedisProcess
+from harness.round_trips import counting_round_trips
 from tests.engine.conftest import REDIS_DB, REGISTRY, seed
 from tests.engine.test_resend import script_call
 from tests.proxy import TcpProxy
@@ -78,6 +79,67 @@ def test_a_lost_reply_is_an_error_and_the_view_is_not_sent_again(r, sql):
         c.close()
     finally:
         proxy.close()
+
+
+def test_a_page_read_is_one_write_on_the_wire_and_a_lost_reply_is_never_resent(r, sql):
+    """A page's view and read (the increment, the delta snapshot, the read model) go out
+    pipelined on the lean connection; when the reply is lost, the page fails and the
+    view, which Redis ran, is not sent again."""
+    kw = r.connection_pool.connection_kwargs
+    proxy = TcpProxy(kw.get("host", "127.0.0.1"), kw.get("port", 6379))
+    try:
+        c = Counters(redis_client(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"), sql, REGISTRY)
+        (i,) = seed(sql, "items", 1)
+        c.existence.ensure_loaded(["items"])
+        assert c.view_and_read("items.hits", i)[0]["hits"] == 1  # miss, then filled
+        with counting_round_trips() as sent:
+            counts, _ = c.view_and_read("items.hits", i)
+        assert counts["hits"] == 2
+        assert len(sent) == 1 and sent[0].count(b"EVALSHA") == 3  # one write, on the wire
+        proxy.lose_next_reply(script_call)
+        with pytest.raises(BufferUnavailable):
+            c.view_and_read("items.hits", i)
+        assert proxy.replies_lost == 1
+        assert hits(c, i) == 3  # Redis ran it once; it was not sent again
+        assert c.view_and_read("items.hits", i)[0]["hits"] == 4  # on a new connection
+        c.close()
+    finally:
+        proxy.close()
+
+
+def test_a_page_read_after_a_script_flush_counts_once_and_reads_live(counters, r, sql):
+    (i,) = seed(sql, "items", 1)
+    counters.existence.ensure_loaded(["items"])
+    assert counters.view_and_read("items.hits", i)[0]["hits"] == 1
+    assert counters.read_model_stats()["filled"] == 1
+    r.script_flush()  # every script of the pipeline answers NOSCRIPT: none ran
+    assert counters.view_and_read("items.hits", i)[0]["hits"] == 2
+    assert counters.view_and_read("items.hits", i)[0]["hits"] == 3
+    counters.flush_all()
+    assert hits(counters, i) == 3
+
+
+def test_a_pipeline_gives_every_reply_in_order_errors_in_place(r):
+    wire = Wire.of(redis_client(redis_url(REDIS_DB)))
+    big = os.urandom(200_000)  # replies longer than one read
+    r.set("wire:big", big)
+    try:
+        replies = wire.pipeline(
+            [
+                command("GET", "wire:big"),
+                command("EVALSHA", "0" * 40, 0),
+                command("INCRBY", "wire:big", 1),
+                command("GET", "wire:big"),
+                command("PING"),
+            ]
+        )
+    finally:
+        r.delete("wire:big")
+    assert replies[0] == big and replies[3] == big and replies[4] == b"PONG"
+    assert isinstance(replies[1], redis.exceptions.NoScriptError)
+    assert type(replies[2]) is redis.exceptions.ResponseError
+    assert wire.pipeline([command("PING")]) == [b"PONG"]  # the connection is in step
+    wire.close()
 
 
 def test_a_connection_redis_killed_is_replaced_before_the_next_view(server, on_server, sql):
