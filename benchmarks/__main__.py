@@ -44,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--duration", type=float, help="seconds per HTTP run (default 4, quick 1)")
     p.add_argument("--rounds", type=int, help="rounds of the fast HTTP variants (default 5)")
+    p.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated HTTP variants to run (noop always runs); default: all",
+    )
     p.add_argument("--connections", type=int, default=16, help="keep-alive connections (16)")
     p.add_argument(
         "--loadgen",
@@ -80,6 +85,9 @@ def main(argv=None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    bad = {v for v in args.variants.split(",") if v} - set(http_bench.VARIANTS)
+    if bad:
+        sys.exit(f"unknown HTTP variant(s): {', '.join(sorted(bad))}")
     quick = args.quick
     http_cfg = http_bench.HttpConfig(
         duration_s=args.duration or (1.0 if quick else http_bench.HttpConfig.duration_s),
@@ -92,6 +100,7 @@ def main(argv=None) -> int:
         calibrate=not quick,
         warmup_s=0.0 if quick else 1.0,
         drain_timeout_s=60 if quick else 180,
+        only=tuple(v for v in args.variants.split(",") if v),
     )
     if "http" in parts and args.loadgen != "python" and loadgen.wrk_path() is None:
         if args.loadgen == "wrk":

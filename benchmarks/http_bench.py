@@ -86,6 +86,8 @@ class HttpConfig:
     calibrate: bool = True
     drain_timeout_s: float = 180.0
     warmup_s: float = 1.0
+    # the fast variants to run (noop always runs: every ratio is to it); () = all
+    only: tuple[str, ...] = ()
 
     def gunicorn_args(self, layout: str = MAIN) -> list[str]:
         options = self.gunicorn if layout == MAIN else self.sync_gunicorn
@@ -95,7 +97,13 @@ class HttpConfig:
         return (MAIN, SYNC) if self.sync_gunicorn else (MAIN,)
 
     def variants(self, layout: str) -> tuple[str, ...]:
-        return FAST if layout == MAIN else SYNC_VARIANTS
+        chosen = FAST if layout == MAIN else SYNC_VARIANTS
+        if self.only:
+            chosen = tuple(v for v in chosen if v == "noop" or v in self.only)
+        return chosen
+
+    def runs_celery(self) -> bool:
+        return not self.only or "celery_per_view" in self.only
 
 
 class HttpRun:
@@ -173,6 +181,17 @@ class HttpRun:
 
     def counters(self):
         return counters.get(self.app)
+
+    def warm_read_model(self, chunk: int = 500) -> dict:
+        """Read every post once the way a page does, counting nothing, so that pages
+        find their rows in the read model (engine/readmodel.py) as on a site that has
+        been up for a while; returns the read model's counters after it."""
+        from app.content import PAGE_COLUMNS
+
+        engine = self.counters()
+        for i in range(0, len(self.ids), chunk):
+            engine.read_rows("posts", self.ids[i : i + chunk], PAGE_COLUMNS)
+        return engine.read_model_stats()
 
     def start(self) -> None:
         self.stack = Stack(
@@ -309,6 +328,7 @@ class HttpRun:
         method = VARIANTS[variant][0]
         self.settle()
         before = self.total_views()
+        model_before = self.counters().read_model_stats() if variant == "page" else None
         cpu = self.cpu[layout]
         cpu.start()
         workers_before = self.worker_cpu(layout)
@@ -340,6 +360,8 @@ class HttpRun:
             # in-flight requests at the load generator's cut-off may land uncounted by it
             if not accepted <= persisted <= accepted + self.cfg.connections:
                 out["error"] = f"{accepted} views accepted but {persisted} persisted"
+        if model_before is not None:
+            out["read_model"] = read_model_use(model_before, self.counters().read_model_stats())
         used = cpu.stop()  # over the load and, for counted views, until persisted
         used["loadgen"] = res.client_cpu_s
         out["cpu_us_per_request"] = {
@@ -348,6 +370,15 @@ class HttpRun:
         if res.non_2xx or res.errors:
             out["error"] = f"{res.non_2xx} non-2xx responses, socket errors {res.errors}"
         return out
+
+
+def read_model_use(before: dict, after: dict) -> dict:
+    """Page reads of one run that found their row in the read model, and those that were
+    read from Postgres (and filled, or fenced)."""
+    use = {k: after[k] - before[k] for k in ("hit", "miss", "filled", "fenced")}
+    reads = use["hit"] + use["miss"]
+    use["hit_rate"] = round(use["hit"] / reads, 4) if reads else None
+    return use
 
 
 def count_round_trips(stack: HttpRun, n: int = 50) -> dict:
@@ -462,7 +493,8 @@ def plan(cfg: HttpConfig) -> list[tuple[str, str, str, int]]:
         for layout in layouts:
             order = cfg.variants(layout)[::-1] if odd else cfg.variants(layout)
             runs += [(layout, v, d, rnd) for v in order for d in dists]
-    runs += [(MAIN, "celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
+    if cfg.runs_celery():
+        runs += [(MAIN, "celery_per_view", dist, 0) for dist in DISTRIBUTIONS]
     return runs
 
 
@@ -518,6 +550,12 @@ def summarize(samples: list[dict]) -> dict:
         k: round(statistics.median(s["cpu_us_per_request"][k] for s in samples), 1)
         for k in samples[0]["cpu_us_per_request"]
     }
+    models = [s["read_model"] for s in samples if "read_model" in s]
+    if models:
+        total = {k: sum(m[k] for m in models) for k in ("hit", "miss", "filled", "fenced")}
+        reads = total["hit"] + total["miss"]
+        total["hit_rate"] = round(total["hit"] / reads, 4) if reads else None
+        out["read_model"] = total
     errors = [s["error"] for s in samples if "error" in s]
     if errors:
         out["errors"] = errors
@@ -533,7 +571,7 @@ def steps(cfg: HttpConfig) -> int:
         + int(cfg.calibrate)
         + int(cfg.warmup_s > 0)
         + fast * cfg.rounds
-        + len(DISTRIBUTIONS)  # celery
+        + len(DISTRIBUTIONS) * cfg.runs_celery()
     )
 
 
@@ -570,7 +608,11 @@ def run(env, cfg: HttpConfig, progress=None) -> dict:
             with step("http: load generator calibration (static server vs noop)"):
                 result["loadgen_calibration"] = calibrate(cfg, stack, progress)
         if cfg.warmup_s:
-            with step("http: warm-up"):
+            with step("http: warm-up (every variant; every post's page read once)") as p:
+                model = stack.warm_read_model()
+                result["read_model_warm_up"] = model
+                if progress:
+                    p.result(f"read model: {model['filled']} rows filled")
                 for layout in cfg.layouts():
                     for variant in cfg.variants(layout):
                         for dist in DISTRIBUTIONS:
