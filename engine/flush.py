@@ -204,34 +204,47 @@ def update_statement(table: str, columns: tuple[str, ...]) -> sa.TextClause:
             f"SELECT id, {sums} FROM ({parts}) AS x(id, {', '.join(names)}) GROUP BY id ORDER BY id"
         )
     sets = ", ".join(f"{col} = t.{col} + d.{n}" for col, n in zip(columns, names, strict=True))
-    return sa.text(
-        f"UPDATE {table} t SET {sets} FROM ({deltas}) d WHERE t.id = d.id RETURNING t.id"
-    )
+    return sa.text(f"UPDATE {table} t SET {sets} FROM ({deltas}) d WHERE t.id = d.id")
 
 
-def add_columns(conn: sa.Connection, table: str, arrays: list[tuple[str, str, str]]):
+def add_columns(conn: sa.Connection, table: str, arrays: list[tuple[str, str, str]]) -> int:
     """Add ``[(column, ids literal, deltas literal), …]`` to ``table`` in one statement
-    (under APPLY_SETTINGS); the result's ``rowcount`` is the rows updated, its rows
-    their ids."""
+    (under APPLY_SETTINGS); returns how many rows it updated (the ids of a flush's
+    thousands of rows are not sent back: :func:`drop_missing` asks when some are gone)."""
     params = {}
     for k, (_, ids, deltas) in enumerate(arrays):
         params[f"i{k}"], params[f"d{k}"] = ids, deltas
-    return conn.execute(update_statement(table, tuple(a[0] for a in arrays)), params)
+    return conn.execute(update_statement(table, tuple(a[0] for a in arrays)), params).rowcount
 
 
-def add_deltas(conn: sa.Connection, table: str, rows: dict[int, dict[str, int]]) -> set[int]:
+def add_deltas(conn: sa.Connection, table: str, rows: dict[int, dict[str, int]]) -> int:
     """Add ``{id: {column: delta}}`` to ``table`` in one statement (under APPLY_SETTINGS);
-    returns the ids of the rows that exist and were updated."""
+    returns how many rows exist and were updated."""
     arrays = []
     for col in sorted({c for cols in rows.values() for c in cols}):
         ids = [r for r in sorted(rows) if col in rows[r]]
         arrays.append((col, int_array(ids), int_array(rows[r][col] for r in ids)))
-    return {r[0] for r in add_columns(conn, table, arrays)}
+    return add_columns(conn, table, arrays)
 
 
-def drop_missing(table: str, deltas, updated: set[int], result, gone: set[int]) -> None:
-    """Count the rows of ``deltas`` the UPDATE did not find (deleted) into ``result``,
-    and add them to ``gone``."""
+@functools.lru_cache(maxsize=64)
+def _present(table: str) -> sa.TextClause:
+    return sa.text(f"SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+def drop_missing(conn: sa.Connection, table: str, parts: list, gone: set[int]) -> None:
+    """After :func:`add_columns` updated fewer rows than ``parts`` (``[(TableDeltas,
+    ShardFlush), …]``) touch: count the rows it did not find (deleted) into each part's
+    result, and add them to ``gone``. Asked in the same transaction: the rows the UPDATE
+    found are locked by it until the commit, and a row it did not find was deleted (ids
+    are not reused), so the rows there now are the rows it updated."""
+    ids = sorted({i for deltas, _ in parts for i in deltas.fields_per_row()})
+    updated = {r[0] for r in conn.execute(_present(table), {"ids": int_array(ids)})}
+    for deltas, result in parts:
+        _count_missing(table, deltas, updated, result, gone)
+
+
+def _count_missing(table: str, deltas, updated: set[int], result, gone: set[int]) -> None:
     for row_id, fields in sorted(deltas.fields_per_row().items()):
         if row_id not in updated:
             gone.add(row_id)
@@ -280,11 +293,11 @@ class Flusher:
         for table in sorted(batch.tables):
             deltas = batch.tables[table]
             arrays = [(c.column, *c.arrays()) for c in deltas.columns]
-            applied = add_columns(conn, table, arrays)
-            result.rows += applied.rowcount
+            updated = add_columns(conn, table, arrays)
+            result.rows += updated
             gone: set[int] = set()
-            if applied.rowcount < deltas.row_count():
-                drop_missing(table, deltas, {r[0] for r in applied}, result, gone)
+            if updated < deltas.row_count():
+                drop_missing(conn, table, [(deltas, result)], gone)
             gone_by_table[table] = gone
             self._save_uniques(conn, table, deltas, gone)
         if batch.buckets:

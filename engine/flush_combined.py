@@ -7,20 +7,23 @@ shards those cost several times the ``UPDATE … FROM unnest`` of the rows thems
 one round trip (lock_dirty.lua). When together they hold few fields (at most
 ``COMBINE_MAX_FIELDS``, pending and inflight), it flushes them all at once:
 
-1. claim every shard (claim.lua, one round trip for all); in the transaction of step
-   2, take one seq per new batch (one ``nextval`` query for all, with the planner
-   settings) and store them (assign.lua, one round trip with one ``WAITAOF`` behind
-   it, per Redis node);
-2. ONE transaction: each batch is fenced by its own ledger row (MARK_APPLIED_MANY, one
-   statement, rows locked in shard order), exactly as alone: already applied,
-   ``stale`` or ``past`` (dropped and counted per shard) or applied. The batches that
-   apply are merged into one ``UPDATE … FROM unnest`` per table, then their unique
-   viewers and time buckets are saved; one commit;
+1. claim every shard (claim.lua, one round trip for all);
+2. ONE transaction. Its first statement sets the planner settings and records every
+   batch in its own ledger row (MARK_APPLIED_MANY: rows locked in shard order, a new
+   batch taking its seq from ``nextval`` there), with the verdict it would get alone:
+   already applied, ``stale`` or ``past`` (dropped and counted per shard) or applied.
+   Redis then learns the new seqs (assign.lua, one round trip with one ``WAITAOF``
+   behind it, per Redis node), before the commit can make them count; should a batch
+   turn out numbered by another flush meanwhile (our locks lapsed), the transaction is
+   rolled back and the batches left to that flush. The batches that apply are merged
+   into one ``UPDATE … FROM unnest`` per table, then their unique viewers and time
+   buckets are saved; one commit;
 3. release every batch (release.lua with each shard's own arguments) and drop the flush
    locks, one round trip.
 
-Per shard these are the steps of engine/flush.py, in the same order, and the stage
-hooks fire per shard at the same points, so its guarantees hold: a flusher killed
+Per shard these are the steps of engine/flush.py, with the ledger record taken before
+the seq reaches Redis rather than after (both inside the transaction, before its commit),
+and the stage hooks fire per shard, so its guarantees hold: a flusher killed
 after the claims leaves inflight batches that the next flush resumes, each fenced by
 its own ledger row; killed after the commit, the next flush finds every seq applied and
 only releases. Merging is sound because a row belongs to one shard; should two batches
@@ -59,17 +62,17 @@ log = logging.getLogger(__name__)
 # (benchmarks/flush_bench.py measures both ways at 10k and 100k counters).
 COMBINE_MAX_FIELDS = 20_000
 
-NEXT_SEQS = "SELECT nextval('counter_batch_seq') FROM generate_series(1, :n)"
 
 Outcome = tuple[list["ShardFlush"], bool, CounterError | None]  # flush._flush_locked's
 
 
 @functools.cache
-def settings_and_seqs() -> sa.TextClause:
-    """flush.APPLY_SETTINGS, then ``:n`` seqs: one round trip, whose result is the seqs."""
+def settings_and_mark() -> sa.TextClause:
+    """flush.APPLY_SETTINGS, then MARK_APPLIED_MANY: one round trip, whose result is the
+    marks."""
     from .flush import APPLY_SETTINGS
 
-    return sa.text(f"{APPLY_SETTINGS.text}; {NEXT_SEQS}")
+    return sa.text(f"{APPLY_SETTINGS.text}; {lineage.MARK_APPLIED_MANY.text}")
 
 
 def flush_together(flusher: Flusher, shards: list[int], token: str) -> dict[int, Outcome]:
@@ -141,7 +144,7 @@ def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> l
     """Claim, number, apply (one transaction) and release the batches of ``shards``; the
     flush locks (``token``) of those that need no other round go with the releases, and
     leave ``held``."""
-    from .flush import APPLY_SETTINGS, ShardFlush
+    from .flush import ShardFlush
 
     started = time.perf_counter()
     flusher._ensure_edges()
@@ -153,42 +156,42 @@ def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> l
         flusher._stage("claimed", claim.shard)
     work: list[tuple[Claim, Batch, ShardFlush]] = []
     gens: dict[int, str | None] = {}
-    with sql_errors(f"apply shards {shards}"), flusher.sql.begin() as conn:
-        # nextval() is not transactional: these seqs are taken now, after the claims,
-        # whatever becomes of this transaction
-        n = sum(c.seq is None for c in claims)
-        fresh = iter(conn.execute(settings_and_seqs(), {"n": n}).scalars().all() if n else ())
-        if not n:
-            conn.execute(APPLY_SETTINGS)
-        seqs = buffer.number_many(
-            [(c.shard, c.token, next(fresh) if c.seq is None else None) for c in claims]
-        )
-        for claim, seq in zip(claims, seqs, strict=True):
-            # None: another flush finished that batch while we were numbering it
-            if seq is not None:
+    try:
+        with sql_errors(f"apply shards {shards}"), flusher.sql.begin() as conn:
+            # One statement: the planner settings, then every batch recorded in its ledger
+            # row, a new batch with a seq taken there (nextval() is not transactional: it
+            # is taken now, after the claims, whatever becomes of this transaction). Redis
+            # learns the new seqs before the commit makes them count.
+            marks = mark_many(flusher, conn, claims)
+            seqs = buffer.number_many(
+                [(c.shard, c.token, seq if c.seq is None else None) for c, (seq, _, _) in marks]
+            )
+            if any(seq != got for (_, (seq, _, _)), got in zip(marks, seqs, strict=True)):
+                # our locks lapsed and another flush numbered or finished a batch meanwhile:
+                # this transaction's record of it would be wrong; leave them all to it
+                raise _Raced
+            apply = []
+            for claim, (seq, verdict, gen) in marks:
                 result = ShardFlush(claim.shard, seq, resumed=claim.resumed, partial=claim.partial)
-                work.append((claim, split(flusher.registry, claim.fields), result))
-        if not work:
-            return []
-        for claim, batch, result in work:
-            flusher._stage("numbered", claim.shard)
-            result.counters = batch.size
-            if batch.oldest_ms is not None:
-                result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
-        apply = []
-        for (claim, batch, result), (verdict, gen) in zip(
-            work, mark_many(flusher, conn, [(c, r.seq) for c, _, r in work]), strict=True
-        ):
-            gens[claim.shard] = gen
-            if verdict is None:
-                result.already_applied = True
-            elif verdict in lineage.DROPPED:
-                flusher._roll_back(conn, claim, batch, result, verdict, gen)
-            else:
-                apply.append((batch, result))
-        apply_merged(flusher, conn, apply)
-        for claim, _, _ in work:
-            flusher._stage("applied", claim.shard)
+                batch = split(flusher.registry, claim.fields)
+                work.append((claim, batch, result))
+                flusher._stage("numbered", claim.shard)
+                result.counters = batch.size
+                if batch.oldest_ms is not None:
+                    result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
+                gens[claim.shard] = gen
+                if verdict is None:
+                    result.already_applied = True
+                elif verdict in lineage.DROPPED:
+                    flusher._roll_back(conn, claim, batch, result, verdict, gen)
+                else:
+                    apply.append((batch, result))
+            apply_merged(flusher, conn, apply)
+            for claim, _, _ in work:
+                flusher._stage("applied", claim.shard)
+    except _Raced:
+        log.info("shards %s: another flush took over their batches", shards)
+        return []
     for claim, _, _ in work:
         flusher._stage("committed", claim.shard)
     releases = []
@@ -208,20 +211,29 @@ def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> l
     return [result for _, _, result in work]
 
 
-def mark_many(flusher: Flusher, conn: sa.Connection, batches: list[tuple[Claim, int]]) -> list:
-    """``Flusher._mark`` of each ``(claim, seq)``, in one statement (MARK_APPLIED_MANY):
-    ``[(verdict, gen), …]`` in the same order; the claims in shard order."""
-    params = [flusher._mark_params(claim, seq) for claim, seq in batches]
+class _Raced(Exception):
+    """A batch of the round is no longer ours to number: roll the transaction back."""
+
+
+def mark_many(flusher: Flusher, conn: sa.Connection, claims: list[Claim]) -> list:
+    """``Flusher._mark`` of each claimed batch, after the planner settings, in one round
+    trip (MARK_APPLIED_MANY); a batch without a seq takes a fresh one there. ``[(claim,
+    (seq, verdict, gen)), …]`` in the same order; the claims in shard order."""
+    params = [flusher._mark_params(claim, claim.seq) for claim in claims]
     many = {"scope": flusher.scope}
     for name, key in (("shards", "shard"), ("seqs", "seq"), ("bgens", "bgen"), ("bseqs", "bseq")):
         many[name] = [p[key] for p in params]
     many["mints"] = [p["mint"] for p in params]
     many["splits"] = [p["split"] for p in params]
-    marked = {row[0]: (row[1], row[2]) for row in conn.execute(lineage.MARK_APPLIED_MANY, many)}
-    return [
-        marked[claim.shard] if claim.shard in marked else flusher._unmarked(conn, claim)
-        for claim, _ in batches
-    ]
+    rows = conn.execute(settings_and_mark(), many)
+    marked = {row[0]: (row[3], row[1], row[2]) for row in rows}
+    out = []
+    for claim in claims:
+        if claim.shard in marked:
+            out.append((claim, marked[claim.shard]))
+        else:  # already applied: only a batch that had its seq can be
+            out.append((claim, (claim.seq, *flusher._unmarked(conn, claim))))
+    return out
 
 
 def merged(parts: list[TableDeltas]) -> TableDeltas:
@@ -253,12 +265,10 @@ def apply_merged(flusher: Flusher, conn: sa.Connection, work: list) -> None:
     for table in sorted({t for batch, _ in work for t in batch.tables}):
         parts = [(batch.tables[table], result) for batch, result in work if table in batch.tables]
         deltas = merged([p for p, _ in parts])
-        applied = add_columns(conn, table, [(c.column, *c.arrays()) for c in deltas.columns])
+        updated = add_columns(conn, table, [(c.column, *c.arrays()) for c in deltas.columns])
         gone: set[int] = set()
-        if applied.rowcount < deltas.row_count():
-            updated = {r[0] for r in applied}
-            for part, result in parts:
-                drop_missing(table, part, updated, result, gone)
+        if updated < deltas.row_count():
+            drop_missing(conn, table, parts, gone)
         for part, result in parts:
             lost = sum(1 for m in result.missing if m[0] == table) if gone else 0
             result.rows += part.row_count() - lost

@@ -141,20 +141,21 @@ MARK_APPLIED = sa.text(
 # MARK_APPLIED for the batches of several shards in one statement (engine/flush_combined.py),
 # with the same verdicts: its rows come from arrays, one element per batch (shards,
 # seqs, bgens, bseqs, mints, splits), ledger rows locked in shard order, and each
-# batch's mint and split are looked up by its shard. RETURNING names the shard: a
-# batch with no row back is already in Postgres.
+# batch's mint and split are looked up by its shard. A NULL seq is a batch that has none
+# yet: it takes a fresh one from counter_batch_seq here (above every seq applied), which
+# RETURNING gives back with the shard. A batch with no row back is already in Postgres.
 _AT = "array_position(CAST(:shards AS integer[]), EXCLUDED.shard)"
 MARK_APPLIED_MANY = sa.text(
     MARK_APPLIED.text.replace(
         "VALUES (:scope, :shard, :seq, CAST(:bgen AS text), CAST(:bseq AS bigint))",
-        """SELECT :scope, u.shard, u.seq, u.bgen, u.bseq
+        """SELECT :scope, u.shard, coalesce(u.seq, nextval('counter_batch_seq')), u.bgen, u.bseq
       FROM unnest(CAST(:shards AS integer[]), CAST(:seqs AS bigint[]),
                   CAST(:bgens AS text[]), CAST(:bseqs AS bigint[])) AS u(shard, seq, bgen, bseq)
      ORDER BY u.shard""",
     )
     .replace("CAST(:mint AS text)", f"(CAST(:mints AS text[]))[{_AT}]")
     .replace("CAST(:split AS boolean)", f"(CAST(:splits AS boolean[]))[{_AT}]")
-    .replace("RETURNING verdict, gen", "RETURNING shard, verdict, gen")
+    .replace("RETURNING verdict, gen", "RETURNING shard, verdict, gen, applied_seq")
 )
 
 # What a dropped batch cost, added to the ledger row in the transaction that dropped it

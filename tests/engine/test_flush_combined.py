@@ -116,18 +116,24 @@ def test_flush_killed_mid_flush_applies_every_delta_once(
     assert counters.buffer.dirty_shards() == []
 
 
-@pytest.mark.parametrize("stall_at", ["claimed", "numbered"])
-def test_a_stalled_combined_flush_is_fenced_per_shard(stall_at, make_counters, sql):
-    """A combined flush stalls after claiming (or numbering) every shard; its locks lapse
-    and another flush finishes its batches and commits newer ones. When it wakes, each
-    shard's ledger row fences it: nothing is applied twice, nothing fresh is lost."""
+def stalling_at(stage_name: str):
+    """A stage hook that stalls the first time ``stage_name`` comes; (hook, paused,
+    resume) events."""
     paused, resume = threading.Event(), threading.Event()
 
-    def slow_hook(stage: str, shard: int) -> None:
-        if stage == stall_at and not paused.is_set():
+    def hook(stage: str, shard: int) -> None:
+        if stage == stage_name and not paused.is_set():
             paused.set()
             resume.wait(10)
 
+    return hook, paused, resume
+
+
+def test_a_stalled_combined_flush_is_fenced_per_shard(make_counters, sql):
+    """A combined flush stalls after claiming every shard; its locks lapse and another
+    flush finishes its batches and commits newer ones. When it wakes, each shard's ledger
+    row fences it: nothing is applied twice, nothing fresh is lost."""
+    slow_hook, paused, resume = stalling_at("claimed")
     slow = make_counters(shards=SHARDS, hook=slow_hook, flush_lock_ttl_ms=200)
     fast = make_counters(shards=SHARDS)
     items, notes = spread(slow, sql)
@@ -147,6 +153,39 @@ def test_a_stalled_combined_flush_is_fenced_per_shard(stall_at, make_counters, s
     assert stored(sql, "items", "hits") == {i: i + 110 for i in items}
     assert stored(sql, "notes", "hits") == {i: 2 for i in notes}
     assert_buckets_match(sql)
+
+
+def test_a_combined_flush_stalled_in_its_transaction_is_waited_for_and_applied_once(
+    make_counters, sql
+):
+    """A combined flush stalls after recording and numbering its batches, inside its
+    transaction (the ledger rows locked); its locks lapse. Another flush resumes the
+    batches and waits on the ledger rows; once the stalled one commits, the other finds
+    every batch applied. Each delta lands once."""
+    slow_hook, paused, resume = stalling_at("numbered")
+    slow = make_counters(shards=SHARDS, hook=slow_hook, flush_lock_ttl_ms=200)
+    fast = make_counters(shards=SHARDS)
+    items, notes = spread(slow, sql)
+    outcome, other = [], []
+    t = threading.Thread(target=lambda: outcome.append(slow.flush_all()))
+    t.start()
+    assert paused.wait(10)
+    wait_out_lock(slow)
+    waiting = threading.Thread(target=lambda: other.append(fast.flush_all()))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # held back by the ledger rows of the stalled transaction
+    resume.set()
+    t.join()
+    waiting.join()
+    assert {s.shard for s in outcome[0].applied} == set(range(SHARDS))
+    assert not other[0].applied
+    assert fast.flush_all().counters == 0
+    assert stored(sql, "items", "hits") == {i: i for i in items}
+    assert stored(sql, "items", "likes") == {i: 1 for i in items}
+    assert stored(sql, "notes", "hits") == {i: 2 for i in notes}
+    assert_buckets_match(sql)
+    assert fast.buffer.dirty_shards() == []
 
 
 def wait_out_lock(counters) -> None:

@@ -129,6 +129,30 @@ def test_one_statement_for_many_shards_judges_each_batch_as_alone(sql):
             assert after[shard] == (seq, gen, past)
 
 
+def test_a_batch_without_a_seq_takes_a_fresh_one_in_the_same_statement(sql):
+    """MARK_APPLIED_MANY with a NULL seq: the batch gets the next seq of counter_batch_seq,
+    above every seq taken before, and RETURNING gives it back."""
+    with sql.begin() as conn:
+        taken = conn.execute(sa.text("SELECT nextval('counter_batch_seq')")).scalar()
+    ledger_row(sql, Ledger(taken, G, taken - 1))
+    params = {"scope": SCOPE, "shards": [0, 1], "seqs": [None, None]}
+    params |= {"bgens": [G, None], "bseqs": [taken, None], "mints": [None, None]}
+    params["splits"] = [False, False]
+    with sql.begin() as conn:
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(lineage.MARK_APPLIED_MANY, params)}
+        after = dict(
+            conn.execute(
+                sa.text("SELECT shard, applied_seq FROM counter_shards WHERE scope = :s"),
+                {"s": SCOPE},
+            ).all()
+        )
+    fresh = {shard: row[2] for shard, row in rows.items()}
+    assert sorted(fresh) == [0, 1] and min(fresh.values()) > taken
+    assert len(set(fresh.values())) == 2
+    assert rows[0][:2] == (lineage.APPLIED, G)
+    assert after == fresh
+
+
 def test_past_lineages_are_capped(sql):
     ledger_row(sql, None)
     for n in range(lineage.PAST_GENS + 5):
