@@ -315,6 +315,8 @@ class Wire:
         reply is given back as its ``redis`` exception (``NoScriptError`` for
         ``NOSCRIPT``: Redis ran nothing), not raised. A connection error or timeout
         raises, as for :meth:`call`: any of them may have run, none is sent again."""
+        if not payloads:
+            return []
         conn = self._conn()
         replies = [self._round_trip(conn, b"".join(payloads))]
         while len(replies) < len(payloads):

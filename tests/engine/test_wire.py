@@ -139,6 +139,7 @@ def test_a_pipeline_gives_every_reply_in_order_errors_in_place(r):
     assert isinstance(replies[1], redis.exceptions.NoScriptError)
     assert type(replies[2]) is redis.exceptions.ResponseError
     assert wire.pipeline([command("PING")]) == [b"PONG"]  # the connection is in step
+    assert wire.pipeline([]) == []  # nothing to send: nothing to wait for
     wire.close()
 
 
