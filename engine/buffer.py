@@ -353,7 +353,7 @@ class Buffer:
         k = self.keys
         if rule is not None or (table is not None and not k.in_bitmap(row_id)):
             keys, args = self._incr_call(row_id, pairs, table, rule)
-            return evalsha_head(self._incr.sha, keys, len(args)) + b"".join(map(bulk, args))
+            return pack_command(("EVALSHA", self._incr.sha, len(keys), *keys, *args))
         shard = k.shard_of(row_id)
         parts = self._heads.get((shard, table, len(pairs)))
         if parts is None:
