@@ -35,6 +35,7 @@ TABLE = "bench_posts"
 CODE = "v"
 NAME = f"{TABLE}.view_count"
 SHARDS = 16
+SMALL, SMALL_REPS = 10_000, 3  # sizes up to SMALL run SMALL_REPS times as often
 LOAD_CHUNK = 10_000  # increments per pipelined round trip when filling Redis
 
 DDL = f"""CREATE TABLE {TABLE} (
@@ -167,6 +168,7 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
         "flush_threads": FLUSH_THREADS,
         "combine_max_fields": COMBINE_MAX_FIELDS,
         "reps": reps,
+        "reps_up_to_10k": reps * SMALL_REPS,
         "table_rows": max(max(sizes), big[1]),
         "sizes": {},
     }
@@ -174,7 +176,9 @@ def run(env, sizes=(1_000, 10_000, 100_000), reps: int = 3, big=(1_000_000, 1_00
     for n in sizes:
         raw_s, flush_s, serial_s, apart_s, splits = [], [], [], [], []
         ids = list(range(1, n + 1))
-        for rep in range(reps):
+        # a few ms each: more repetitions keep one noisy moment of the machine from
+        # moving the median
+        for rep in range(reps * SMALL_REPS if n <= SMALL else reps):
             deltas = [rng.randint(1, 3) for _ in ids]
             order = ["raw", "flush", "serial", "apart"]
             for what in order[rep % 4 :] + order[: rep % 4]:
