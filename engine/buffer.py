@@ -134,9 +134,6 @@ class RoundTrip:
         # (position, script, what to send again: keys and args, or the packed command)
         self._calls: list[tuple[int, Script, object]] = []
 
-    def __len__(self) -> int:
-        return len(self._packed) if self.wire is not None else len(self.pipe)
-
     def command(self, *args) -> None:
         if self.wire is not None:
             self._packed.append(pack_command(args))

@@ -225,7 +225,7 @@ class Wire:
             for cmd in self.handshake:
                 reply = self._round_trip(conn, cmd)
                 if isinstance(reply, hiredis.ReplyError):
-                    raise rx.ResponseError(str(reply))
+                    raise _error(reply)
         except BaseException:
             conn.close()
             raise
@@ -336,15 +336,15 @@ class Wire:
         conn = self._conn()
         reply = self._round_trip(conn, payload)
         if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            if not message.startswith("NOSCRIPT"):
-                raise rx.ResponseError(message)
+            error = _error(reply)
+            if not isinstance(error, rx.NoScriptError):
+                raise error
             loaded = self._round_trip(conn, command("SCRIPT", "LOAD", source))
             if isinstance(loaded, hiredis.ReplyError):
-                raise rx.ResponseError(str(loaded))
+                raise _error(loaded)
             if loaded.decode() != sha:
                 raise rx.NoScriptError(f"SCRIPT LOAD gave {loaded!r}, not {sha}")
             reply = self._round_trip(conn, payload)
             if isinstance(reply, hiredis.ReplyError):
-                raise rx.ResponseError(str(reply))
+                raise _error(reply)
         return reply
