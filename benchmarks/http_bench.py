@@ -375,10 +375,16 @@ class HttpRun:
 def read_model_use(before: dict, after: dict) -> dict:
     """Page reads of one run that found their row in the read model, and those that were
     read from Postgres (and filled, or fenced)."""
-    use = {k: after[k] - before[k] for k in ("hit", "miss", "filled", "fenced")}
+    return with_hit_rate({k: after[k] - before[k] for k in MODEL_COUNTS})
+
+
+MODEL_COUNTS = ("hit", "miss", "filled", "fenced")
+
+
+def with_hit_rate(use: dict) -> dict:
+    """Read model counts with the share of reads that hit."""
     reads = use["hit"] + use["miss"]
-    use["hit_rate"] = round(use["hit"] / reads, 4) if reads else None
-    return use
+    return {**use, "hit_rate": round(use["hit"] / reads, 4) if reads else None}
 
 
 def count_round_trips(stack: HttpRun, n: int = 50) -> dict:
@@ -552,10 +558,7 @@ def summarize(samples: list[dict]) -> dict:
     }
     models = [s["read_model"] for s in samples if "read_model" in s]
     if models:
-        total = {k: sum(m[k] for m in models) for k in ("hit", "miss", "filled", "fenced")}
-        reads = total["hit"] + total["miss"]
-        total["hit_rate"] = round(total["hit"] / reads, 4) if reads else None
-        out["read_model"] = total
+        out["read_model"] = with_hit_rate({k: sum(m[k] for m in models) for k in MODEL_COUNTS})
     errors = [s["error"] for s in samples if "error" in s]
     if errors:
         out["errors"] = errors
