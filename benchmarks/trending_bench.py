@@ -48,10 +48,19 @@ EDGES = sa.text(
     """INSERT INTO counter_window_edges (scope, tbl, col, win, edge)
     VALUES (:scope, 'posts', 'view_count', :win, to_timestamp(:edge * 3600))"""
 )
+SERIES = sa.text(
+    """INSERT INTO counter_series (scope, tbl, col) VALUES (:scope, 'posts', 'view_count')
+    ON CONFLICT (scope, tbl, col) DO NOTHING"""
+)
 TOTALS = sa.text(
-    """INSERT INTO counter_window_totals (scope, tbl, col, win, row_id, n)
-    SELECT :scope, 'posts', 'view_count', :win, row_id, sum(n) FROM counter_hourly
-    WHERE scope = :scope AND hour >= to_timestamp(:edge * 3600) GROUP BY row_id"""
+    """INSERT INTO counter_trending_totals (series, row_id, n_24h, n_7d)
+    SELECT s.series, b.row_id,
+           coalesce(sum(b.n) FILTER (WHERE b.hour >= to_timestamp(:edge_24h * 3600)), 0),
+           sum(b.n)
+      FROM counter_hourly b
+      JOIN counter_series s ON s.scope = b.scope AND s.tbl = b.tbl AND s.col = b.col
+     WHERE b.scope = :scope AND b.hour >= to_timestamp(:edge_7d * 3600)
+     GROUP BY s.series, b.row_id"""
 )
 NAIVE = sa.text(
     """SELECT b.row_id, sum(b.n) AS n FROM counter_hourly b
@@ -101,10 +110,11 @@ def seed(app, posts: int, per_post: int) -> dict:
         )
         conn.execute(BUCKETS, {"scope": SCOPE, "hours": DAYS * 24, "per_post": per_post})
         conn.execute(VIEW_COUNTS, {"scope": SCOPE})
+        edges = {f"edge_{win}": WINDOWS[win].first_hour(now_hour) for win in ("24h", "7d")}
         for win in ("24h", "7d"):
-            edge = WINDOWS[win].first_hour(now_hour)
-            conn.execute(EDGES, {"scope": SCOPE, "win": win, "edge": edge})
-            conn.execute(TOTALS, {"scope": SCOPE, "win": win, "edge": edge})
+            conn.execute(EDGES, {"scope": SCOPE, "win": win, "edge": edges[f"edge_{win}"]})
+        conn.execute(SERIES, {"scope": SCOPE})
+        conn.execute(TOTALS, {"scope": SCOPE, **edges})
         buckets = conn.execute(sa.text("SELECT count(*) FROM counter_hourly")).scalar_one()
     with app.app_context(), db.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))

@@ -32,6 +32,30 @@ UNDO = {
         f"ALTER TABLE counter_shards DROP COLUMN IF EXISTS {column}"
         for column in ("deltas_dropped_rollback", "batches_rolled_back")
     ],
+    # the totals back into step 0006's table, a row per window
+    "0007_trending_rows": [
+        """CREATE TABLE IF NOT EXISTS counter_window_totals (
+    scope text NOT NULL,
+    tbl text NOT NULL,
+    col text NOT NULL,
+    win text NOT NULL,
+    row_id bigint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (scope, tbl, col, win, row_id)
+)""",
+        """CREATE INDEX IF NOT EXISTS counter_window_rank
+    ON counter_window_totals (scope, tbl, col, win, n DESC, row_id DESC)""",
+        "LOCK TABLE counter_window_edges, counter_trending_totals IN EXCLUSIVE MODE",
+        """INSERT INTO counter_window_totals (scope, tbl, col, win, row_id, n)
+    SELECT s.scope, s.tbl, s.col, w.win, t.row_id, w.n
+      FROM counter_trending_totals t
+      JOIN counter_series s ON s.series = t.series,
+           LATERAL (VALUES ('24h', t.n_24h), ('7d', t.n_7d)) AS w(win, n)
+     WHERE w.n <> 0
+    ON CONFLICT (scope, tbl, col, win, row_id) DO NOTHING""",
+        "DROP TABLE IF EXISTS counter_trending_totals",
+        "DROP TABLE IF EXISTS counter_series",
+    ],
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from .batch import BucketDeltas
+from .windows import TRENDING_WINDOWS, total_column
 
 # One statement for every bucketed counter of a batch; a batch holds one field per
 # (row, counter, hour), so no two input rows hit the same bucket. Rows in key order.
@@ -35,21 +36,38 @@ LOCK_EDGES = sa.text(
      ORDER BY tbl, col, win FOR SHARE"""
 )
 
+
 # A delta counts in a window's total when its hour is at or after the window's edge; an
-# hour already behind the edge (a flush that waited out an outage) stays in the buckets
-# only. Only counters with edges (trending ones) get totals.
-TOTALS_UPSERT = sa.text(
-    """INSERT INTO counter_window_totals AS t (scope, tbl, col, win, row_id, n)
-    SELECT :scope, u.tbl, u.col, e.win, u.id, sum(u.d)
+# hour already behind every edge (a flush that waited out an outage) stays in the buckets
+# only. Only counters with edges (trending ones) get totals: one row per counted row,
+# every trending window in it (engine/windows.py), keyed by its counter's series number.
+def _totals_upsert() -> sa.TextClause:
+    joins, sums, adds, edges = [], [], [], []
+    for i, name in enumerate(TRENDING_WINDOWS):
+        column = total_column(name)
+        joins.append(
+            f"""LEFT JOIN counter_window_edges e{i} ON e{i}.scope = :scope
+        AND e{i}.tbl = u.tbl AND e{i}.col = u.col AND e{i}.win = '{name}'"""
+        )
+        sums.append(f"coalesce(sum(u.d) FILTER (WHERE to_timestamp(u.h * 3600) >= e{i}.edge), 0)")
+        adds.append(f"{column} = t.{column} + EXCLUDED.{column}")
+        edges.append(f"e{i}.edge")
+    columns = ", ".join(total_column(name) for name in TRENDING_WINDOWS)
+    return sa.text(
+        f"""INSERT INTO counter_trending_totals AS t (series, row_id, {columns})
+    SELECT s.series, u.id, {", ".join(sums)}
       FROM unnest(CAST(:tbls AS text[]), CAST(:cols AS text[]), CAST(:ids AS bigint[]),
                   CAST(:hours AS bigint[]), CAST(:deltas AS bigint[])) AS u(tbl, col, id, h, d)
-      JOIN counter_window_edges e
-        ON e.scope = :scope AND e.tbl = u.tbl AND e.col = u.col
-       AND to_timestamp(u.h * 3600) >= e.edge
-     GROUP BY u.tbl, u.col, e.win, u.id
-     ORDER BY u.tbl, u.col, e.win, u.id
-    ON CONFLICT (scope, tbl, col, win, row_id) DO UPDATE SET n = t.n + EXCLUDED.n"""
-)
+      JOIN counter_series s ON s.scope = :scope AND s.tbl = u.tbl AND s.col = u.col
+      {" ".join(joins)}
+     WHERE to_timestamp(u.h * 3600) >= least({", ".join(edges)})
+     GROUP BY s.series, u.id
+     ORDER BY s.series, u.id
+    ON CONFLICT (series, row_id) DO UPDATE SET {", ".join(adds)}"""
+    )
+
+
+TOTALS_UPSERT = _totals_upsert()
 
 
 def _params(scope: str, buckets: list[BucketDeltas]) -> dict:

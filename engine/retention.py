@@ -15,6 +15,7 @@ Three jobs, each a run of short transactions that is safe to repeat or to kill:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 
 from .errors import sql_errors
 from .registry import Registry
-from .windows import ENSURE_EDGE, TRENDING_WINDOWS, WINDOWS
+from .windows import SERIES, TRENDING_WINDOWS, WINDOWS, ensure_edge, total_column
 
 HOURLY_RETENTION_DAYS = 14  # the default of COUNTERS_HOURLY_RETENTION_DAYS
 # the longest trending window is 7 days: its hours must still be hourly when they leave it
@@ -34,19 +35,26 @@ EDGE_FOR_UPDATE = sa.text(
     """SELECT (extract(epoch FROM edge) / 3600)::bigint FROM counter_window_edges
     WHERE scope = :scope AND tbl = :tbl AND col = :col AND win = :win FOR UPDATE"""
 )
-# what the hours in [edge, new edge) added to each row's total
-SUBTRACT = sa.text(
-    """UPDATE counter_window_totals t SET n = t.n - g.n
+
+
+@functools.lru_cache(maxsize=len(TRENDING_WINDOWS))
+def subtract(name: str) -> sa.TextClause:
+    """What the hours in [edge, new edge) added to each row's total of window ``name``."""
+    column = total_column(name)
+    return sa.text(
+        f"""UPDATE counter_trending_totals t SET {column} = t.{column} - g.n
     FROM (SELECT row_id, sum(n) AS n FROM counter_hourly
           WHERE scope = :scope AND tbl = :tbl AND col = :col
             AND hour >= to_timestamp(:edge * 3600) AND hour < to_timestamp(:new * 3600)
           GROUP BY row_id ORDER BY row_id) g
-    WHERE t.scope = :scope AND t.tbl = :tbl AND t.col = :col AND t.win = :win
-      AND t.row_id = g.row_id"""
-)
+    WHERE t.series = {SERIES} AND t.row_id = g.row_id"""
+    )
+
+
+# rows left with nothing in any trending window
 DROP_EMPTY = sa.text(
-    """DELETE FROM counter_window_totals
-    WHERE scope = :scope AND tbl = :tbl AND col = :col AND win = :win AND n <= 0"""
+    f"""DELETE FROM counter_trending_totals WHERE series = {SERIES}
+    AND {" AND ".join(f"{total_column(name)} <= 0" for name in TRENDING_WINDOWS)}"""
 )
 MOVE_EDGE = sa.text(
     """UPDATE counter_window_edges SET edge = to_timestamp(:new * 3600)
@@ -150,11 +158,11 @@ class Retention:
         with sql_errors("move window edge"), self.sql.begin() as conn:
             edge = conn.execute(EDGE_FOR_UPDATE, params).scalar()
             if edge is None:
-                conn.execute(ENSURE_EDGE, {**params, "edge": new})
+                ensure_edge(conn, params, new)
                 return 0
             if new <= edge:
                 return 0
-            conn.execute(SUBTRACT, {**params, "edge": edge, "new": new})
+            conn.execute(subtract(name), {**params, "edge": edge, "new": new})
             conn.execute(DROP_EMPTY, params)
             conn.execute(MOVE_EDGE, {**params, "new": new})
         return new - edge

@@ -6,8 +6,12 @@ new step. Sites apply them with their own migrations: copy the SQL into a migrat
 (``flask counters schema-sql`` prints it), or call ``engine.alembic.upgrade(op, step)``
 from one; or, without migrations, :func:`create` runs every step (idempotent).
 
+Step 0007: ``counter_series`` numbers each counter (scope, table, column);
+``counter_trending_totals`` holds a row's totals over every trending window in one row
+keyed by that number. The totals of step 0006 move there and its table goes.
+
 Step 0006: ``counter_hourly`` and ``counter_daily`` hold the time buckets of bucketed
-counters, ``counter_window_edges`` and ``counter_window_totals`` the trending windows'
+counters, ``counter_window_edges`` the edges of the trending windows'
 per-row totals (engine/windows.py).
 
 Step 0003: ``counter_scopes`` records each scope's shard count (engine/layout.py).
@@ -44,6 +48,7 @@ STEPS = {
     "0004_totals": "0877ba97269dbf21a65576955a34b921bad4d1bc7cf63f1d7547ac936089c0f1",
     "0005_uniques": "750dd43da1857eca00caaa4f90ecdde152dbfdfba93b17b53eb952a1d6e86b56",
     "0006_buckets": "392f574bc9e60b59572988444ca10cefb023eff241fbea3b4603b57c0826ecd1",
+    "0007_trending_rows": "798746a6b9576996b0ba6ac86e4cb493d9d1944a0dc025f005dba0ff6c378956",
 }
 
 TABLES = (
@@ -53,10 +58,13 @@ TABLES = (
     "counter_hourly",
     "counter_daily",
     "counter_window_edges",
-    "counter_window_totals",
+    "counter_series",
+    "counter_trending_totals",
 )  # not the app's: migrations leave them be
 
 DROP = [
+    "DROP TABLE IF EXISTS counter_trending_totals",
+    "DROP TABLE IF EXISTS counter_series",
     "DROP TABLE IF EXISTS counter_window_totals",
     "DROP TABLE IF EXISTS counter_window_edges",
     "DROP TABLE IF EXISTS counter_daily",

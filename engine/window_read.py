@@ -29,7 +29,7 @@ from .lineage import Base, Ledger
 from .live import READ_ATTEMPTS, snapshot_consistent, unapplied_delta, unapplied_parts
 from .registry import Counter
 from .sqlarrays import int_array
-from .windows import Window, hour_start
+from .windows import SERIES, Window, hour_start, total_column
 
 LEDGERS = sa.text(
     """SELECT shard, applied_seq, gen, base_seq, past_gens FROM counter_shards
@@ -49,11 +49,12 @@ TOP_MARGIN = 5  # stored totals read per row asked for
 
 
 @functools.lru_cache(maxsize=64)
-def _ranking(table: str) -> sa.TextClause:
+def _ranking(table: str, win: str) -> sa.TextClause:
     """One statement, so one snapshot: the window's edge ("e"), the scope's ledger rows
-    ("l"), the ``:limit`` best stored totals of rows that exist ("t": walks
-    counter_window_rank in order) and the stored totals of the rows ``:ids`` that exist
-    ("o")."""
+    ("l"), the ``:limit`` best stored totals of rows that exist ("t": walks the window's
+    index of counter_trending_totals in order) and the stored totals of the rows ``:ids``
+    that exist ("o")."""
+    n = total_column(win)
     return sa.text(
         f"""SELECT 'e', (extract(epoch FROM edge) / 3600)::bigint, NULL::bigint, NULL::text,
                NULL::bigint, NULL::text[]
@@ -63,14 +64,13 @@ def _ranking(table: str) -> sa.TextClause:
         SELECT 'l', shard, applied_seq, gen, base_seq, past_gens
           FROM counter_shards WHERE scope = :scope
         UNION ALL
-        (SELECT 't', w.row_id, w.n, NULL, NULL, NULL FROM counter_window_totals w
-          WHERE w.scope = :scope AND w.tbl = :tbl AND w.col = :col AND w.win = :win
+        (SELECT 't', w.row_id, w.{n}, NULL, NULL, NULL FROM counter_trending_totals w
+          WHERE w.series = {SERIES}
             AND EXISTS (SELECT 1 FROM {table} t WHERE t.id = w.row_id)
-          ORDER BY w.n DESC, w.row_id DESC LIMIT :limit)
+          ORDER BY w.{n} DESC, w.row_id DESC LIMIT :limit)
         UNION ALL
-        SELECT 'o', t.id, coalesce(w.n, 0), NULL, NULL, NULL FROM {table} t
-          LEFT JOIN counter_window_totals w ON w.scope = :scope AND w.tbl = :tbl
-           AND w.col = :col AND w.win = :win AND w.row_id = t.id
+        SELECT 'o', t.id, coalesce(w.{n}, 0), NULL, NULL, NULL FROM {table} t
+          LEFT JOIN counter_trending_totals w ON w.series = {SERIES} AND w.row_id = t.id
          WHERE t.id = ANY(CAST(:ids AS bigint[]))"""
     )
 
@@ -190,7 +190,8 @@ class WindowReader:
             snaps = self._unapplied_sums(counter, edge)
             with sql_errors(f"trending {counter.name}"), self.sql.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                rows = conn.execute(_ranking(counter.table), {**where, "ids": int_array(ids)})
+                ranking = _ranking(counter.table, win.name)
+                rows = conn.execute(ranking, {**where, "ids": int_array(ids)})
                 rows = rows.all()
             stored_edge = next((r[1] for r in rows if r[0] == "e"), edge)
             ledgers = {

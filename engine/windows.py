@@ -8,6 +8,9 @@ per day. Hours older than the hourly retention are kept per day (engine/retentio
 Trending windows (``24h``, ``7d``) also keep a per-row total from an edge on
 (``counter_window_edges``): the flush adds each batch to it (engine/buckets.py), the
 retention task moves the edge forward and takes the hours it passes out of the totals.
+A row's totals of every trending window are one row of ``counter_trending_totals``
+(a column per window: :func:`total_column`), keyed by its counter's number in
+``counter_series``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ WINDOWS = {
 TRENDING_WINDOWS = ("24h", "7d")
 
 
+def total_column(name: str) -> str:
+    """The column of ``counter_trending_totals`` that holds trending window ``name``."""
+    if name not in TRENDING_WINDOWS:
+        raise UnknownWindow(f"{name!r} is not a trending window")
+    return "n_" + name
+
+
+# The number of a counter (scope, table, column) in counter_series, as a scalar subquery.
+SERIES = "(SELECT series FROM counter_series WHERE scope = :scope AND tbl = :tbl AND col = :col)"
+
+
 def window(name: str, trending: bool = False) -> Window:
     """The window called ``name``; UnknownWindow if there is none (of the trending ones,
     with ``trending``)."""
@@ -68,11 +82,24 @@ def hour_start(hour: int) -> datetime:
     return datetime.fromtimestamp(hour * HOUR_S, tz=timezone.utc)
 
 
+ENSURE_SERIES = sa.text(
+    """INSERT INTO counter_series (scope, tbl, col)
+    SELECT :scope, :tbl, :col WHERE NOT EXISTS (SELECT 1 FROM counter_series
+        WHERE scope = :scope AND tbl = :tbl AND col = :col)
+    ON CONFLICT (scope, tbl, col) DO NOTHING"""
+)
 ENSURE_EDGE = sa.text(
     """INSERT INTO counter_window_edges (scope, tbl, col, win, edge)
     VALUES (:scope, :tbl, :col, :win, to_timestamp(:edge * 3600))
     ON CONFLICT (scope, tbl, col, win) DO NOTHING"""
 )
+
+
+def ensure_edge(conn: sa.Connection, params: dict, edge: int) -> None:
+    """Give one trending window of one counter (``params``: scope, tbl, col, win) its
+    edge, and the counter its series number, if they have none yet."""
+    conn.execute(ENSURE_SERIES, params)
+    conn.execute(ENSURE_EDGE, {**params, "edge": edge})
 
 
 def ensure_edges(conn: sa.Connection, scope: str, registry: Registry, now_hour: int) -> None:
@@ -82,6 +109,5 @@ def ensure_edges(conn: sa.Connection, scope: str, registry: Registry, now_hour: 
         if not counter.trending:
             continue
         for name in TRENDING_WINDOWS:
-            edge = WINDOWS[name].first_hour(now_hour)
-            params = {"scope": scope, "tbl": counter.table, "col": counter.column}
-            conn.execute(ENSURE_EDGE, {**params, "win": name, "edge": edge})
+            params = {"scope": scope, "tbl": counter.table, "col": counter.column, "win": name}
+            ensure_edge(conn, params, WINDOWS[name].first_hour(now_hour))

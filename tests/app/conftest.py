@@ -32,7 +32,13 @@ APP_TABLES = (
     "users, posts, articles, post_comments, comments, user_actions, "
     "comment_likes, post_comment_likes"
 )
-BUCKET_TABLES = ("counter_hourly", "counter_daily", "counter_window_edges", "counter_window_totals")
+BUCKET_TABLES = (
+    "counter_hourly",
+    "counter_daily",
+    "counter_window_edges",
+    "counter_series",
+    "counter_trending_totals",
+)
 COUNTED_TABLES = ("users", "posts", "articles", "post_comments", "comments", "user_actions")
 LIKE_TABLES = ("comment_likes", "post_comment_likes")
 

@@ -56,7 +56,13 @@ PAGE_VIEWS = Counter("pages", "views", "gv", policy=ViewPolicy(bots="bot_views",
 POLICY_REGISTRY = Registry([*REGISTRY, PAGE_VIEWS, Counter("pages", "bot_views", "gb")])
 
 
-BUCKET_TABLES = ("counter_hourly", "counter_daily", "counter_window_edges", "counter_window_totals")
+BUCKET_TABLES = (
+    "counter_hourly",
+    "counter_daily",
+    "counter_window_edges",
+    "counter_series",
+    "counter_trending_totals",
+)
 
 
 def bucket_sums(sql: sa.Engine, table: str, column: str) -> dict[int, int]:

@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from engine import UnknownCounter, UnknownWindow
+from engine import UnknownCounter, UnknownWindow, schema
 from engine.keys import bucket_field, hour_of
 from engine.windows import HOUR_S
 from tests.engine.conftest import assert_buckets_match, bucket_sums, seed, stored
@@ -99,6 +99,32 @@ def test_trending_ranks_stored_and_pending_views_then_newest(counters, sql):
     assert counters.trending("notes.hits", "7d") == live
     with pytest.raises(UnknownCounter):
         counters.trending("items.hits", "24h")
+
+
+def test_each_counted_row_keeps_its_trending_totals_in_one_row(counters, sql):
+    ids = seed(sql, "notes", 4)
+    counters.incr_many([("notes.hits", i, i) for i in ids])
+    counters.flush_all()
+    counters.incr_many([("notes.hits", i, 1) for i in ids])
+    counters.flush_all()
+    query = "SELECT row_id, n_24h, n_7d FROM counter_trending_totals ORDER BY row_id"
+    with sql.connect() as conn:
+        assert conn.execute(sa.text(query)).all() == [(i, i + 1, i + 1) for i in ids]
+
+
+def test_the_schema_run_again_keeps_every_trending_total(counters, sql):
+    ids = seed(sql, "notes", 5)
+    counters.incr_many([("notes.hits", i, i) for i in ids])
+    counters.flush_all()
+    before = counters.trending("notes.hits", "7d")
+    schema.create(sql)  # every step again: 0006 makes its old table anew, 0007 drops it
+    assert (
+        counters.trending("notes.hits", "7d")
+        == before
+        == sorted(((i, i) for i in ids), key=lambda p: (-p[1], -p[0]))
+    )
+    with sql.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('counter_window_totals')")).scalar() is None
 
 
 def test_two_flushes_of_one_batch_write_its_buckets_once(make_counters, sql):
