@@ -2,10 +2,11 @@
 
 A shard's batch can hold 100k fields. Decoding and splitting them one at a time in
 Python cost as much as Postgres takes to apply them, so the claim reply stays a flat
-list of bytes (``name, delta, name, delta, …``) and is matched here with one regular
-expression per counter code over the joined reply. Ids and deltas stay the digit
-strings Redis sent and go straight into ``'{…}'`` array literals; Postgres sorts and
-joins them.
+list of bytes (``name, delta, name, delta, …``) and is matched here by two regular
+expressions over the joined reply (counter fields, bucket fields), whose matches are
+grouped by code in one sort: no Python step per field, and one pass over the reply
+however many counters the registry has. Ids and deltas stay the digit strings Redis
+sent and go straight into ``'{…}'`` array literals; Postgres sorts and joins them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,27 @@ from __future__ import annotations
 import re
 from collections import Counter as Tally
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 
 from .keys import BUCKET_SEP, META_FIELDS, OLDEST_FIELD
 from .registry import Registry
 
 _OLDEST = OLDEST_FIELD.encode()
 _SEP = BUCKET_SEP.encode()
+# names are "<id>:<code>" (bucket fields "<id>:<code>@<hour>") and deltas bare integers,
+# so a match starts on a name; bookkeeping fields (keys.META_FIELDS) start with "_"
+_FIELD = re.compile(rb"^(-?\d+):([^\n@]+)\n(-?\d+)$", re.MULTILINE)
+_BUCKET_FIELD = re.compile(
+    rb"^(-?\d+):([^\n@]+)" + re.escape(_SEP) + rb"(\d+)\n(-?\d+)$", re.MULTILINE
+)
+_CODE = itemgetter(1)
+
+
+def _by_code(found: list[tuple]) -> dict[bytes, list[tuple]]:
+    """Matches (id, code, …) grouped by code, each group in reply order."""
+    found.sort(key=_CODE)
+    return {code: list(rows) for code, rows in groupby(found, key=_CODE)}
 
 
 def _literal(items) -> str:
@@ -101,23 +117,21 @@ def split(registry: Registry, flat: list[bytes]) -> Batch:
     size = len(names) - blob.count(b"\n_") - blob.startswith(b"_") - bucket_fields
     tables: dict[str, TableDeltas] = {}
     buckets: list[BucketDeltas] = []
+    plain = _by_code(_FIELD.findall(blob))
+    hourly = _by_code(_BUCKET_FIELD.findall(blob)) if bucket_fields else {}
     matched = bucket_matched = 0
     for counter in sorted(registry, key=lambda c: (c.table, c.column)):
-        code = re.escape(counter.code.encode())
-        if counter.bucketed and bucket_fields:
-            found = re.findall(
-                rb"^(-?\d+):" + code + re.escape(_SEP) + rb"(\d+)\n(-?\d+)$", blob, re.MULTILINE
-            )
-            if found:
-                bucket_matched += len(found)
-                ids, hours, deltas = zip(*found, strict=True)
-                buckets.append(BucketDeltas(counter.table, counter.column, ids, hours, deltas))
-        # names are "<id>:<code>" and deltas bare integers, so a match starts on a name
-        pairs = re.findall(rb"^(-?\d+):" + code + rb"\n(-?\d+)$", blob, re.MULTILINE)
+        code = counter.code.encode()
+        found = hourly.get(code) if counter.bucketed else None
+        if found:
+            bucket_matched += len(found)
+            ids, _, hours, deltas = zip(*found, strict=True)
+            buckets.append(BucketDeltas(counter.table, counter.column, ids, hours, deltas))
+        pairs = plain.get(code)
         if not pairs:
             continue
         matched += len(pairs)
-        ids, deltas = zip(*pairs, strict=True)
+        ids, _, deltas = zip(*pairs, strict=True)
         tables.setdefault(counter.table, TableDeltas(counter.table)).columns.append(
             ColumnDeltas(counter.column, ids, deltas)
         )

@@ -64,3 +64,26 @@ def test_claims_from_a_client_that_decodes_responses_split_the_same(make_counter
     batch = split(counters.registry, claim.fields)
     assert arrays(batch) == {"items": {"hits": {5: 2}, "likes": {5: 1}}, "notes": {"hits": {9: 4}}}
     assert batch.unknown == 0 and batch.size == 3
+
+
+def test_bucket_fields_go_to_their_counters_buckets_and_others_are_dropped(r):
+    registry = Registry(
+        [Counter("items", "hits", "ih", buckets=True), Counter("items", "likes", "ihx")]
+    )
+    buffer = Buffer(r, Keys(shards=1))
+    pending = buffer.keys.pending(0)
+    for i in range(1, 41):
+        r.hincrby(pending, f"{i}:ih", 2)
+        r.hincrby(pending, f"{i}:ih@{490000 + i % 2}", 2)
+        r.hincrby(pending, f"{i}:ihx", 1)
+        r.hincrby(pending, f"{i}:ihx@490000", 1)  # a code that keeps no buckets (any more)
+    batch = split(registry, buffer.claim(0, "t").fields)
+    assert arrays(batch) == {
+        "items": {"hits": dict.fromkeys(range(1, 41), 2), "likes": dict.fromkeys(range(1, 41), 1)}
+    }
+    (hits,) = batch.buckets
+    assert (hits.table, hits.column) == ("items", "hits")
+    rows = zip(hits.ids, hits.hours, hits.deltas, strict=True)
+    got = {(int(i), int(h)): int(d) for i, h, d in rows}
+    assert got == {(i, 490000 + i % 2): 2 for i in range(1, 41)}
+    assert batch.size == 80 and batch.unknown == 40
