@@ -127,6 +127,58 @@ def test_the_schema_run_again_keeps_every_trending_total(counters, sql):
         assert conn.execute(sa.text("SELECT to_regclass('counter_window_totals')")).scalar() is None
 
 
+# every stored trending total against the hourly buckets at or after its window's edge
+TOTALS_AGAINST_BUCKETS = """
+    WITH want AS (
+        SELECT b.row_id,
+               coalesce(sum(b.n) FILTER (WHERE b.hour >= d.edge), 0) AS n_24h,
+               coalesce(sum(b.n) FILTER (WHERE b.hour >= w.edge), 0) AS n_7d
+          FROM counter_hourly b
+          JOIN counter_window_edges d ON (d.scope, d.tbl, d.col, d.win) =
+               (b.scope, b.tbl, b.col, '24h')
+          JOIN counter_window_edges w ON (w.scope, w.tbl, w.col, w.win) =
+               (b.scope, b.tbl, b.col, '7d')
+         GROUP BY b.row_id)
+    SELECT coalesce(want.row_id, t.row_id), want.n_24h, want.n_7d, t.n_24h, t.n_7d
+      FROM want FULL JOIN counter_trending_totals t ON t.row_id = want.row_id
+     WHERE coalesce(want.n_24h, 0) <> coalesce(t.n_24h, 0)
+        OR coalesce(want.n_7d, 0) <> coalesce(t.n_7d, 0)"""
+
+
+def test_flushes_racing_retention_keep_every_total_equal_to_its_buckets(make_counters, sql):
+    """Flushes add to a row's totals of both windows in one row while retention moves
+    each window's edge past hours (the 24h one past the hour being counted): every
+    total ends equal to the sum of its buckets inside its window."""
+    ids = seed(sql, "notes", 40)
+    flusher, mover = make_counters(), make_counters()
+    flusher.incr_many([("notes.hits", i, 1) for i in ids])
+    flusher.flush_all()
+    now, errors = time.time(), []
+
+    def flush() -> None:
+        try:
+            for k in range(40):
+                flusher.incr_many([("notes.hits", i, 1 + k % 3) for i in ids[k % 4 :: 4]])
+                flusher.flush_all()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    t = threading.Thread(target=flush)
+    t.start()
+    for hours in range(0, 30, 2):  # edges move on to a day past the counted hour
+        mover.retain(now=now + hours * HOUR_S)
+    t.join(60)
+    assert not errors and not t.is_alive()
+    with sql.connect() as conn:
+        assert conn.execute(sa.text(TOTALS_AGAINST_BUCKETS)).all() == []
+        n_24h = conn.execute(sa.text("SELECT sum(n_24h) FROM counter_trending_totals")).scalar()
+    assert_buckets_match(sql)
+    assert n_24h == 0  # every counted hour has left the 24h window, none the 7d one
+    assert sum(n for _, n in flusher.trending("notes.hits", "7d", 100)) == sum(
+        stored(sql, "notes", "hits").values()
+    )
+
+
 def test_two_flushes_of_one_batch_write_its_buckets_once(make_counters, sql):
     ids = seed(sql, "notes", 10)
     numbered, go = threading.Event(), threading.Event()
