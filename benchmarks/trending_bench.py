@@ -44,6 +44,14 @@ VIEW_COUNTS = sa.text(
         SELECT row_id, sum(n) AS n FROM counter_hourly WHERE scope = :scope GROUP BY row_id) s
     WHERE p.id = s.row_id"""
 )
+EDGES = sa.text(
+    """INSERT INTO counter_window_edges (scope, tbl, col, win, edge)
+    VALUES (:scope, 'posts', 'view_count', :win, to_timestamp(:edge * 3600))"""
+)
+SERIES = sa.text(
+    """INSERT INTO counter_series (scope, tbl, col) VALUES (:scope, 'posts', 'view_count')
+    ON CONFLICT (scope, tbl, col) DO NOTHING"""
+)
 TOTALS = sa.text(
     """INSERT INTO counter_trending_totals (series, row_id, n_24h, n_7d)
     SELECT s.series, b.row_id,
@@ -83,7 +91,6 @@ def build_site(env):
 def seed(app, posts: int, per_post: int) -> dict:
     from app.extensions import db
     from engine import WINDOWS
-    from engine.windows import ensure_edge
 
     client = app.test_client()
     # a name of its own: other parts of the run sign up in the same database
@@ -105,8 +112,8 @@ def seed(app, posts: int, per_post: int) -> dict:
         conn.execute(VIEW_COUNTS, {"scope": SCOPE})
         edges = {f"edge_{win}": WINDOWS[win].first_hour(now_hour) for win in ("24h", "7d")}
         for win in ("24h", "7d"):
-            where = {"scope": SCOPE, "tbl": "posts", "col": "view_count", "win": win}
-            ensure_edge(conn, where, edges[f"edge_{win}"])
+            conn.execute(EDGES, {"scope": SCOPE, "win": win, "edge": edges[f"edge_{win}"]})
+        conn.execute(SERIES, {"scope": SCOPE})
         conn.execute(TOTALS, {"scope": SCOPE, **edges})
         buckets = conn.execute(sa.text("SELECT count(*) FROM counter_hourly")).scalar_one()
     with app.app_context(), db.engine.connect() as conn:
