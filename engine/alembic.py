@@ -32,19 +32,10 @@ UNDO = {
         f"ALTER TABLE counter_shards DROP COLUMN IF EXISTS {column}"
         for column in ("deltas_dropped_rollback", "batches_rolled_back")
     ],
-    # the totals back into step 0006's table, a row per window
+    # the totals back into step 0006's table (made by that step's own statements), a row
+    # per window
     "0007_trending_rows": [
-        """CREATE TABLE IF NOT EXISTS counter_window_totals (
-    scope text NOT NULL,
-    tbl text NOT NULL,
-    col text NOT NULL,
-    win text NOT NULL,
-    row_id bigint NOT NULL,
-    n bigint NOT NULL,
-    PRIMARY KEY (scope, tbl, col, win, row_id)
-)""",
-        """CREATE INDEX IF NOT EXISTS counter_window_rank
-    ON counter_window_totals (scope, tbl, col, win, n DESC, row_id DESC)""",
+        *(s for s in schema.statements("0006_buckets") if "counter_window_totals" in s),
         "LOCK TABLE counter_window_edges, counter_trending_totals IN EXCLUSIVE MODE",
         """INSERT INTO counter_window_totals (scope, tbl, col, win, row_id, n)
     SELECT s.scope, s.tbl, s.col, w.win, t.row_id, w.n
