@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from app import create_app
 from app.extensions import db
 from harness.round_trips import counting_round_trips
+from tests.engine.conftest import BUCKET_TABLES
 from tests.proxy import TcpProxy
 from tests.servers import ROOT, redis_url
 
@@ -31,13 +32,6 @@ ADMIN_TOKEN = "test-admin-token"
 APP_TABLES = (
     "users, posts, articles, post_comments, comments, user_actions, "
     "comment_likes, post_comment_likes"
-)
-BUCKET_TABLES = (
-    "counter_hourly",
-    "counter_daily",
-    "counter_window_edges",
-    "counter_series",
-    "counter_trending_totals",
 )
 COUNTED_TABLES = ("users", "posts", "articles", "post_comments", "comments", "user_actions")
 LIKE_TABLES = ("comment_likes", "post_comment_likes")
