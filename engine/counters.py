@@ -131,7 +131,7 @@ class Counters:
         self.reconciler = Reconciler(self.buffer, sql, registry, scope, model=self.read_model)
         self.windows = WindowReader(self.buffer, sql, scope)
         self.retention = Retention(sql, registry, scope, hook)
-        self.stats = Stats(redis, self.keys)
+        self.stats = Stats(redis, self.keys, self.buffer.wire)
         self.activity_series = activity.Activity(redis, self.keys)
 
     @property
@@ -479,15 +479,16 @@ class Counters:
                 self._keep(self.stats.record_flush, partial)
             self._log_flush(partial.as_dict() if partial is not None else {"errors": [str(exc)]})
             raise
-        self._keep(self.stats.record_flush, summary)
-        self._log_flush(summary.as_dict())
+        record = summary.as_dict()
+        self._keep(self.stats.record_flush, summary, record)
+        self._log_flush(record)
         return summary
 
     def _log_flush(self, record: dict) -> None:
         # one line per flush; idle flushes (every couple of seconds) only at DEBUG
-        busy = record.get("flushed") or record.get("errors")
-        line = json.dumps({"event": "flush", "scope": self.scope, **record})
-        log.log(logging.INFO if busy else logging.DEBUG, "%s", line)
+        level = logging.INFO if record.get("flushed") or record.get("errors") else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "%s", json.dumps({"event": "flush", "scope": self.scope, **record}))
 
     def reconcile(
         self, names: Iterable[str] | None = None, ids: Sequence[int] | None = None
@@ -511,10 +512,10 @@ class Counters:
         return result
 
     @staticmethod
-    def _keep(record, outcome) -> None:
+    def _keep(record, *outcome) -> None:
         # stats are advisory: losing them must not turn a done flush into a failed one
         try:
-            record(outcome)
+            record(*outcome)
         except BufferUnavailable as exc:
             log.warning("could not record counter stats: %s", exc)
 

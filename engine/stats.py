@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from .buffer import now_ms
+from .buffer import RoundTrip, now_ms
 from .errors import redis_errors
 from .keys import Keys
 
@@ -38,8 +38,9 @@ RUNS_KEPT = 20  # summaries of the last busy flushes, and of the last reconciles
 
 
 class Stats:
-    def __init__(self, redis, keys: Keys) -> None:
+    def __init__(self, redis, keys: Keys, wire=None) -> None:
         self.redis = redis
+        self.wire = wire  # a flush's record goes on the lean connection (engine/wire.py)
         self.key = keys.stats()
         self.keys = keys
         self.runs_key = {kind: keys.runs(kind) for kind in ("flush", "reconcile")}
@@ -48,28 +49,30 @@ class Stats:
         pipe.lpush(self.runs_key[kind], record)
         pipe.ltrim(self.runs_key[kind], 0, RUNS_KEPT - 1)
 
-    def record_flush(self, summary) -> None:
-        """Add one flush's totals to the running ones and keep its record as the last."""
+    def record_flush(self, summary, record: dict | None = None) -> None:
+        """Add one flush's totals to the running ones and keep its record
+        (``summary.as_dict()``, given or made here) as the last."""
         incr = summary.totals()
-        last = {"at_ms": now_ms(), **summary.as_dict()}
+        last = json.dumps({"at_ms": now_ms(), **(record or summary.as_dict())})
         with redis_errors("record flush stats"):
-            pipe = self.redis.pipeline(transaction=False)
+            trip = RoundTrip(self.redis, self.wire)
             for name, n in incr.items():
                 if n:
-                    pipe.hincrby(self.key, name, n)
+                    trip.command("HINCRBY", self.key, name, n)
             batches = Counter(
                 next((b for b in FLUSH_BUCKETS_S if shard.duration_s <= b), "inf")
                 for shard in summary.shards
             )
             for bucket, n in batches.items():
-                pipe.hincrby(self.key, f"flush_le_{bucket}", n)
+                trip.command("HINCRBY", self.key, f"flush_le_{bucket}", n)
             if summary.shards:
                 seconds = sum(shard.duration_s for shard in summary.shards)
-                pipe.hincrbyfloat(self.key, "flush_seconds_sum", seconds)
+                trip.command("HINCRBYFLOAT", self.key, "flush_seconds_sum", seconds)
             if summary.shards or summary.errors:  # an idle flush keeps the last busy one
-                pipe.hset(self.key, "last_flush", json.dumps(last))
-                self._keep_run(pipe, "flush", json.dumps(last))
-            pipe.execute()
+                trip.command("HSET", self.key, "last_flush", last)
+                trip.command("LPUSH", self.runs_key["flush"], last)
+                trip.command("LTRIM", self.runs_key["flush"], 0, RUNS_KEPT - 1)
+            trip.execute()
 
     def record_unknown(self, n: int) -> None:
         """``n`` increments that may or may not have been applied (a push whose replies
