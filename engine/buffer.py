@@ -487,10 +487,12 @@ class Buffer:
         return [lens[2 * i] + lens[2 * i + 1] for i in range(len(shards))]
 
     def _trip(self, calls: list[tuple[Script, list, list]], what: str) -> list:
+        """The scripts of a combined flush's steps in one round trip, on this thread's lean
+        connection where there is one: all of its steps are made on the calling thread."""
         if not calls:
             return []
         with redis_errors(what):
-            trip = RoundTrip(self.redis)
+            trip = RoundTrip(self.redis, self.wire)
             for script, keys, args in calls:
                 trip.script(script, keys, args)
             return trip.execute()
