@@ -21,6 +21,12 @@ one round trip (lock_dirty.lua). When together they hold few fields (at most
 3. release every batch (release.lua with each shard's own arguments) and drop the flush
    locks, one round trip.
 
+Two waits are overlapped with other work, on a helper thread of the round's own
+(engine/helper_threads.py): the ledger statement runs there while the claims are split,
+and the numbering round trip while the batches are applied; the transaction commits only
+once both are back. The locks, claims and releases go on the calling thread's lean
+Redis connection (engine/wire.py).
+
 Per shard these are the steps of engine/flush.py, with the ledger record taken before
 the seq reaches Redis rather than after (both inside the transaction, before its commit),
 and the stage hooks fire per shard, so its guarantees hold: a flusher killed
@@ -41,11 +47,12 @@ import functools
 import logging
 import time
 import uuid
+from concurrent.futures import wait
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from . import buckets, lineage
+from . import buckets, helper_threads, lineage
 from .batch import Batch, ColumnDeltas, TableDeltas, split
 from .buffer import Claim, now_ms
 from .errors import BufferUnavailable, CounterError, StoreUnavailable, sql_errors
@@ -157,36 +164,48 @@ def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> l
     work: list[tuple[Claim, Batch, ShardFlush]] = []
     gens: dict[int, str | None] = {}
     try:
-        with sql_errors(f"apply shards {shards}"), flusher.sql.begin() as conn:
+        with (
+            sql_errors(f"apply shards {shards}"),
+            flusher.sql.begin() as conn,
+            helper_threads.borrowed() as helper,
+        ):
             # One statement: the planner settings, then every batch recorded in its ledger
             # row, a new batch with a seq taken there (nextval() is not transactional: it
-            # is taken now, after the claims, whatever becomes of this transaction). Redis
-            # learns the new seqs before the commit makes them count.
-            marks = mark_many(flusher, conn, claims)
-            seqs = buffer.number_many(
-                [(c.shard, c.token, seq if c.seq is None else None) for c, (seq, _, _) in marks]
+            # is taken now, after the claims, whatever becomes of this transaction). It
+            # runs on the helper thread while this one splits the claims.
+            marking = helper.submit(mark_many, flusher, conn, claims)
+            batches = [split(flusher.registry, claim.fields) for claim in claims]
+            marks = marking.result()
+            # Redis learns the new seqs (on the helper thread) while this thread applies
+            # the batches; both before the commit, which alone makes the seqs count.
+            numbering = helper.submit(
+                buffer.number_many,
+                [(c.shard, c.token, seq if c.seq is None else None) for c, (seq, _, _) in marks],
             )
+            try:
+                for (claim, (seq, verdict, gen)), batch in zip(marks, batches, strict=True):
+                    result = ShardFlush(
+                        claim.shard, seq, resumed=claim.resumed, partial=claim.partial
+                    )
+                    work.append((claim, batch, result))
+                    result.counters = batch.size
+                    if batch.oldest_ms is not None:
+                        result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
+                    gens[claim.shard] = gen
+                    if verdict is None:
+                        result.already_applied = True
+                    elif verdict in lineage.DROPPED:
+                        flusher._roll_back(conn, claim, batch, result, verdict, gen)
+                apply_merged(flusher, conn, [(b, r) for _, b, r in work if r.applied])
+            finally:
+                wait((numbering,))  # never leave the transaction with the numbering out
+            seqs = numbering.result()
             if any(seq != got for (_, (seq, _, _)), got in zip(marks, seqs, strict=True)):
                 # our locks lapsed and another flush numbered or finished a batch meanwhile:
                 # this transaction's record of it would be wrong; leave them all to it
                 raise _Raced
-            apply = []
-            for claim, (seq, verdict, gen) in marks:
-                result = ShardFlush(claim.shard, seq, resumed=claim.resumed, partial=claim.partial)
-                batch = split(flusher.registry, claim.fields)
-                work.append((claim, batch, result))
+            for claim, _, _ in work:
                 flusher._stage("numbered", claim.shard)
-                result.counters = batch.size
-                if batch.oldest_ms is not None:
-                    result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
-                gens[claim.shard] = gen
-                if verdict is None:
-                    result.already_applied = True
-                elif verdict in lineage.DROPPED:
-                    flusher._roll_back(conn, claim, batch, result, verdict, gen)
-                else:
-                    apply.append((batch, result))
-            apply_merged(flusher, conn, apply)
             for claim, _, _ in work:
                 flusher._stage("applied", claim.shard)
     except _Raced:

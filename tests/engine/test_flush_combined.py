@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import StoreUnavailable
+from harness.round_trips import counting_round_trips
 from tests.engine.conftest import assert_buckets_match, seed, stored
 from tests.engine.test_faults import run_victim, wait_out_victim_lock
 
@@ -57,6 +58,55 @@ def test_small_flush_is_one_transaction_for_every_shard(make_counters, sql):
     assert stored(sql, "items", "likes") == {i: 1 for i in items}
     assert_buckets_match(sql)
     assert counters.buffer.dirty_shards() == []
+
+
+def test_a_small_flush_is_five_redis_round_trips_and_survives_a_script_flush(make_counters, sql, r):
+    """Locks, claims, numbering, releases (with the unlocks) and the flush's stats: one
+    round trip each, for every shard at once. After a SCRIPT FLUSH (a restart, a failover)
+    each step's scripts answer NOSCRIPT, run nothing, and are sent once more."""
+    counters = make_counters(shards=SHARDS)
+    items, notes = spread(counters, sql)
+    counters.flush_all()  # scripts loaded, connections open
+    counters.incr_many([("items.hits", i, 1) for i in items])
+    with counting_round_trips() as sent:
+        summary = counters.flush_all()
+    assert len(sent) == 5 and len(summary.applied) == SHARDS
+    counters.incr_many([("items.hits", i, 10) for i in items])
+    r.script_flush()
+    assert counters.flush_all().counters == len(items)
+    assert stored(sql, "items", "hits") == {i: i + 11 for i in items}
+    assert stored(sql, "notes", "hits") == {i: 2 for i in notes}
+    assert counters.buffer.dirty_shards() == []
+
+
+def test_the_ledger_statement_and_the_numbering_run_beside_the_flushing_thread(make_counters, sql):
+    """The ledger statement runs on a helper thread while the flushing thread splits the
+    claims; the numbering scripts while it runs the UPDATE. The commit waits for both."""
+    counters = make_counters(shards=SHARDS)
+    items, _ = spread(counters, sql)
+    counters.flusher._ensure_edges()
+    on: dict[str, set[str]] = {}
+
+    def where(conn, cursor, statement, *rest) -> None:
+        what = "mark" if "INSERT INTO counter_shards" in statement else statement.split()[0]
+        on.setdefault(what, set()).add(threading.current_thread().name)
+
+    buffer, number_many = counters.buffer, counters.buffer.number_many
+
+    def numbering(batches):  # the engine's own, noting the thread it runs on
+        on.setdefault("numbering", set()).add(threading.current_thread().name)
+        return number_many(batches)
+
+    buffer.number_many = numbering
+    sa.event.listen(sql, "before_cursor_execute", where)
+    flushing = threading.Thread(target=counters.flush_all, name="flushing")
+    flushing.start()
+    flushing.join(30)
+    sa.event.remove(sql, "before_cursor_execute", where)
+    assert len(on["mark"]) == 1 and on["mark"] != {"flushing"}
+    assert on["numbering"] == on["mark"]  # the round's own helper
+    assert on["UPDATE"] == {"flushing"}
+    assert stored(sql, "items", "hits") == {i: i for i in items}
 
 
 def test_a_backlog_flushes_each_shard_in_its_own_transaction(make_counters, sql):
