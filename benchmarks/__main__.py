@@ -27,7 +27,7 @@ from .progress import Progress
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("http", "flush", "memory", "policy", "trending")
-QUICK_FLUSH = {"sizes": (100, 1_000), "reps": 1, "big": (10_000, 100)}
+QUICK_FLUSH = {"sizes": (100, 1_000), "reps": 1, "big": (10_000, 100), "big_reps": 1}
 QUICK_MEMORY = {"pending": 2_000, "shard_counts": (16, 256), "read_model_rows": 2_000}
 QUICK_POLICY = {"sizes": (1_000, 5_000)}
 QUICK_TRENDING = {"posts": 2_000, "per_post": 4, "requests": 30, "pending": 200}
