@@ -45,9 +45,9 @@ class Stats:
         self.keys = keys
         self.runs_key = {kind: keys.runs(kind) for kind in ("flush", "reconcile")}
 
-    def _keep_run(self, pipe, kind: str, record: str) -> None:
-        pipe.lpush(self.runs_key[kind], record)
-        pipe.ltrim(self.runs_key[kind], 0, RUNS_KEPT - 1)
+    def _keep_run(self, trip: RoundTrip, kind: str, record: str) -> None:
+        trip.command("LPUSH", self.runs_key[kind], record)
+        trip.command("LTRIM", self.runs_key[kind], 0, RUNS_KEPT - 1)
 
     def record_flush(self, summary, record: dict | None = None) -> None:
         """Add one flush's totals to the running ones and keep its record
@@ -70,8 +70,7 @@ class Stats:
                 trip.command("HINCRBYFLOAT", self.key, "flush_seconds_sum", seconds)
             if summary.shards or summary.errors:  # an idle flush keeps the last busy one
                 trip.command("HSET", self.key, "last_flush", last)
-                trip.command("LPUSH", self.runs_key["flush"], last)
-                trip.command("LTRIM", self.runs_key["flush"], 0, RUNS_KEPT - 1)
+                self._keep_run(trip, "flush", last)
             trip.execute()
 
     def record_unknown(self, n: int) -> None:
@@ -82,16 +81,16 @@ class Stats:
 
     def record_reconcile(self, result) -> None:
         drift = sum(abs(f.now - f.was) for f in result.fixes)
-        last = {"at_ms": now_ms(), **result.as_dict(limit=20)}
+        last = json.dumps({"at_ms": now_ms(), **result.as_dict(limit=20)})
         with redis_errors("record reconcile stats"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hincrby(self.key, "reconciles", 1)
-            pipe.hincrby(self.key, "reconcile_checked", result.checked)
-            pipe.hincrby(self.key, "reconcile_fixed", len(result.fixes))
-            pipe.hincrby(self.key, "reconcile_drift_abs", drift)
-            pipe.hset(self.key, "last_reconcile", json.dumps(last))
-            self._keep_run(pipe, "reconcile", json.dumps(last))
-            pipe.execute()
+            trip = RoundTrip(self.redis, self.wire)
+            trip.command("HINCRBY", self.key, "reconciles", 1)
+            trip.command("HINCRBY", self.key, "reconcile_checked", result.checked)
+            trip.command("HINCRBY", self.key, "reconcile_fixed", len(result.fixes))
+            trip.command("HINCRBY", self.key, "reconcile_drift_abs", drift)
+            trip.command("HSET", self.key, "last_reconcile", last)
+            self._keep_run(trip, "reconcile", last)
+            trip.execute()
 
     def snapshot(self, durable: dict[str, int] | None = None) -> dict:
         """Totals, flush histogram (cumulative per bucket), last flush/reconcile, and
