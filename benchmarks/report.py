@@ -513,7 +513,8 @@ def chart(results: dict, path) -> None:
         ys = [_get(v, n, dist, key) or 0 for n in names]
         label = f"{dist} {'req/s' if key == 'rps' else 'persisted views/s'}"
         ax.bar(xs, ys, width, label=label, color=color, hatch=hatch, edgecolor="white")
-    ax.set_xticks(range(len(names)), names)
+    # two lines for the long names, which would run into each other on one
+    ax.set_xticks(range(len(names)), [n.replace("_per_", "_\nper_") for n in names])
     ax.set_ylabel("per second")
     ax.set_title("HTTP: requests and views persisted per second")
     ax.legend(fontsize=8)
