@@ -68,6 +68,9 @@ DISTRIBUTIONS = ("hot", "spread")
 MAIN, SYNC = "gthread", "sync"
 SYNC_VARIANTS = ("noop", "write_behind", "page")
 FLUSH_INTERVAL_S = 2.0
+# gunicorn's own advice for its sync workers, (2 x cores) + 1: one request at a time per
+# process, so while one waits on I/O (Redis, Postgres) another has the CPU.
+SYNC_WORKERS = 2 * len(os.sched_getaffinity(0)) + 1
 BENCH_APP = "benchmarks.bench_app:create_bench_app()"
 
 
@@ -79,8 +82,9 @@ class HttpConfig:
     spread_posts: int = 10_000
     # the project's web configuration (Procfile.dev): 2 processes x 4 threads (gthread)
     gunicorn: str = "--workers 2 --threads 4"
-    # gunicorn's default worker class (sync), as many processes; "" runs no second layout
-    sync_gunicorn: str = "--workers 2"
+    # gunicorn's default worker class (sync), SYNC_WORKERS processes; "" runs no second
+    # layout
+    sync_gunicorn: str = f"--workers {SYNC_WORKERS}"
     celery_concurrency: int = 2
     loadgen: str = "auto"
     calibrate: bool = True
