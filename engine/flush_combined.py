@@ -47,7 +47,6 @@ import functools
 import logging
 import time
 import uuid
-from concurrent.futures import wait
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -182,23 +181,19 @@ def _round(flusher: Flusher, shards: list[int], token: str, held: set[int]) -> l
                 buffer.number_many,
                 [(c.shard, c.token, seq if c.seq is None else None) for c, (seq, _, _) in marks],
             )
-            try:
-                for (claim, (seq, verdict, gen)), batch in zip(marks, batches, strict=True):
-                    result = ShardFlush(
-                        claim.shard, seq, resumed=claim.resumed, partial=claim.partial
-                    )
-                    work.append((claim, batch, result))
-                    result.counters = batch.size
-                    if batch.oldest_ms is not None:
-                        result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
-                    gens[claim.shard] = gen
-                    if verdict is None:
-                        result.already_applied = True
-                    elif verdict in lineage.DROPPED:
-                        flusher._roll_back(conn, claim, batch, result, verdict, gen)
-                apply_merged(flusher, conn, [(b, r) for _, b, r in work if r.applied])
-            finally:
-                wait((numbering,))  # never leave the transaction with the numbering out
+            # (an error leaves the block only once the helper is idle: helper_threads)
+            for (claim, (seq, verdict, gen)), batch in zip(marks, batches, strict=True):
+                result = ShardFlush(claim.shard, seq, resumed=claim.resumed, partial=claim.partial)
+                work.append((claim, batch, result))
+                result.counters = batch.size
+                if batch.oldest_ms is not None:
+                    result.lag_s = max(0.0, (now_ms() - batch.oldest_ms) / 1000)
+                gens[claim.shard] = gen
+                if verdict is None:
+                    result.already_applied = True
+                elif verdict in lineage.DROPPED:
+                    flusher._roll_back(conn, claim, batch, result, verdict, gen)
+            apply_merged(flusher, conn, [(b, r) for _, b, r in work if r.applied])
             seqs = numbering.result()
             if any(seq != got for (_, (seq, _, _)), got in zip(marks, seqs, strict=True)):
                 # our locks lapsed and another flush numbered or finished a batch meanwhile:
